@@ -1,0 +1,3 @@
+from deepskeptic.cli import main
+
+raise SystemExit(main())
