@@ -1,0 +1,14 @@
+"""The task registry: one module per job a user brings."""
+from __future__ import annotations
+
+from deepskeptic.errors import unknown_name
+from deepskeptic.tasks.base import Task
+from deepskeptic.tasks.image import ImageTask
+
+TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(),)}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise unknown_name("task", name, TASKS)
+    return TASKS[name]

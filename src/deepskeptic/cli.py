@@ -1,0 +1,222 @@
+"""The `deepskeptic` command line. Exit codes: 0 done, 2 the user's input is wrong, 1 a bug, 130 Ctrl-C."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from deepskeptic.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _common_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="data set name (see 'deepskeptic datasets') or path")
+    parser.add_argument("--epochs", type=int, help="passes over the training data")
+    parser.add_argument("--time-budget", type=float, help="seconds of training; the LR schedule spans them")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (auto)")
+    parser.add_argument("--config", dest="config_file", help="TOML file of settings (flags override it)")
+    parser.add_argument("--out", help="output folder")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--batch-size", type=int, help="examples per step")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar and per-epoch lines on stderr (default on)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deepskeptic.tasks import TASKS
+    parser = _Parser(prog="deepskeptic", description="Deep networks next to the baselines they must beat.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("datasets", help="built-in data sets and whether this machine has them")
+    p.add_argument("action", nargs="?", choices=["fetch"], help="fetch NAME: download a data set (online machines)")
+    p.add_argument("name", nargs="?")
+
+    p = sub.add_parser("models", help="registered models with parameter counts")
+    p.add_argument("task", nargs="?")
+    p.add_argument("--data", help="data set whose input size the parameter counts use")
+
+    p = sub.add_parser("train", help="train one model")
+    p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its last checkpoint")
+    tasks = p.add_subparsers(dest="task", required=False, parser_class=_Parser)
+    for task in TASKS.values():
+        tp = tasks.add_parser(task.name, help=task.description)
+        _common_train_flags(tp)
+        tp.add_argument("--model", help=f"one of: {', '.join(task.model_names())}")
+        tp.add_argument("--seed", type=int, help="random seed (0)")
+        task.add_arguments(tp)
+
+    p = sub.add_parser("compare", help="every model on the same data, budget and seeds")
+    tasks = p.add_subparsers(dest="task", required=True, parser_class=_Parser)
+    for task in TASKS.values():
+        tp = tasks.add_parser(task.name, help=task.description)
+        _common_train_flags(tp)
+        tp.add_argument("--models", help=f"comma-separated (default: {','.join(task.default_models)})")
+        tp.add_argument("--seeds", type=int, default=3, help="seeds per model (3)")
+        task.add_arguments(tp)
+
+    p = sub.add_parser("evaluate", help="recompute a run's test metrics, on its own data or --data")
+    p.add_argument("run")
+    p.add_argument("--data")
+
+    p = sub.add_parser("predict", help="use a trained run on new inputs")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="*")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("explain", help="feature maps and Grad-CAM for inputs")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="*")
+    p.add_argument("--out", help="folder for the pictures (default RUN/explain)")
+
+    p = sub.add_parser("report", help="re-render report.html of a run or comparison folder")
+    p.add_argument("folder")
+    return parser
+
+
+def _flags(args: argparse.Namespace, exclude: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in exclude and v is not None}
+
+
+def cmd_datasets(args) -> int:
+    from deepskeptic.data.images import fetch_fashion_mnist, image_datasets
+    if args.action == "fetch":
+        if args.name != "fashion-mnist":
+            raise UserError(f"can only fetch 'fashion-mnist', not {args.name!r}")
+        print(f"fetched into {fetch_fashion_mnist()}")
+        return 0
+    for d in image_datasets():
+        state = f"available at {d['location']}" if d["available"] else f"missing: {d['how_to_get']}"
+        print(f"{d['name']:<16} {d['task']:<9} {d['description']}\n{'':<27}{state}")
+    print("any folder       image     --data PATH: one subfolder per class, or train/ and test/ with them")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from deepskeptic.models import registry
+    from deepskeptic.tasks import TASKS, get_task
+    tasks = [get_task(args.task)] if args.task else list(TASKS.values())
+    for task in tasks:
+        shape = task.input_shape(args.data)
+        print(f"{task.name} (parameters for {shape['description']}):")
+        for name in task.model_names():
+            spec = registry.spec(task.name, name)
+            try:
+                params = f"{registry.count_params(task.example_model(name, shape)):,}"
+            except UserError as exc:
+                params = f"n/a ({exc})"
+            print(f"  {name:<10} {spec.role:<9} {params:>12} params  {spec.description}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from deepskeptic.tasks import get_task
+    from deepskeptic.training import resolve_settings, resume_run, train
+    if args.resume:
+        if args.task:
+            raise UserError("--resume takes only the run folder; its settings come from its config.json")
+        _, run = resume_run(args.resume)
+    else:
+        if not args.task:
+            raise UserError("name a task (e.g. 'deepskeptic train image --data digits --model cnn') or --resume RUN")
+        task = get_task(args.task)
+        settings = resolve_settings(task, _flags(args, {"command", "task", "resume", "config_file"}), args.config_file)
+        run = train(task, settings)
+    metrics = run.metrics
+    task_metric = get_task(run.config["task"]).primary_metric
+    print(f"{task_metric} {metrics[task_metric]:.4f} after {metrics['epochs']} epoch(s), "
+          f"{metrics['train_seconds']:.1f} s of training")
+    print(f"run folder: {run.path}\nreport: {run.report_path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import time
+    from deepskeptic.compare import run_comparison
+    from deepskeptic.tasks import get_task
+    task = get_task(args.task)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(task.default_models)
+    out = Path(args.out or f"runs/compare-{task.name}-{Path(str(args.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    flags = _flags(args, {"command", "task", "models", "seeds", "out", "config_file"})
+    summary = run_comparison(task, flags, args.config_file, models, args.seeds, out)
+    metric = summary["metric"]
+    for model, s in summary["models"].items():
+        print(f"{model:<10} {metric} {s[f'{metric}_mean']:.4f} ± {s[f'{metric}_std']:.4f}  "
+              f"{s['params']:>10,} params  {s['train_seconds_mean']:.1f} s")
+    for sentence in summary["verdicts"]:
+        print(sentence)
+    print(f"summary: {out / 'summary.json'}\nreport: {out / 'report.html'}")
+    return 0
+
+
+def _task_of_run(path: str):
+    from deepskeptic.runs import Run
+    from deepskeptic.tasks import get_task
+    run = Run.open(path)
+    return get_task(run.config["task"]), run
+
+
+def cmd_evaluate(args) -> int:
+    task, run = _task_of_run(args.run)
+    print(json.dumps(task.evaluate(run, args.data), indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    task, run = _task_of_run(args.run)
+    return task.predict(run, args)
+
+
+def cmd_explain(args) -> int:
+    task, run = _task_of_run(args.run)
+    return task.explain(run, args)
+
+
+def cmd_report(args) -> int:
+    from deepskeptic.compare import write_comparison_report
+    from deepskeptic.fileio import read_json
+    from deepskeptic.tasks import get_task
+    folder = Path(args.folder)
+    if (folder / "summary.json").is_file():
+        summary = read_json(folder / "summary.json")
+        write_comparison_report(get_task(summary["task"]), folder, summary)
+        print(f"report: {folder / 'report.html'}")
+        return 0
+    task, run = _task_of_run(args.folder)
+    task.write_report(run)
+    print(f"report: {run.report_path}")
+    return 0
+
+
+COMMANDS = {"datasets": cmd_datasets, "models": cmd_models, "train": cmd_train, "compare": cmd_compare,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deepskeptic.engine import Interrupted
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"interrupted: checkpoint saved; continue with 'deepskeptic train --resume {exc}'", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""`compare`: every model of a task on the same data, budget and seeds; summary and verdicts.
+
+Generic over tasks: it only needs the task's primary metric and the runs' metrics.json files.
+A comparison folder can be re-run: complete runs are kept, unfinished ones resumed.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from deepskeptic.errors import UserError
+from deepskeptic.fileio import atomic_write_json, atomic_write_text, read_json
+from deepskeptic.models import registry
+from deepskeptic.reports.html import Report
+from deepskeptic.reports.plots import learning_curves, scatter_with_error
+from deepskeptic.runs import Run
+from deepskeptic.tasks.base import Task
+from deepskeptic.training import resolve_settings, train
+
+
+def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, models: list[str],
+                   seeds: int, out: Path) -> dict:
+    """Train every (model, seed) into ``out`` and write summary.json and report.html there."""
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    if not models:
+        raise UserError("--models is empty; name at least one model")
+    # Resolve every model's settings first: unknown names and bad settings fail before any training.
+    resolved = {(m, k): resolve_settings(task, {**flags, "model": m, "seed": k}, config_file)
+                for m in models for k in range(seeds)}
+    prepared = task.prepare(resolved[(models[0], 0)])  # once: every run sees the same data
+    out.mkdir(parents=True, exist_ok=True)
+    for model in models:
+        for seed in range(seeds):
+            run_dir = out / f"{model}-seed{seed}"
+            if (run_dir / "metrics.json").is_file():
+                continue
+            model_settings = resolved[(model, seed)]
+            print(f"== {model}, seed {seed} -> {run_dir}", flush=True)
+            if run_dir.exists() and (run_dir / "config.json").is_file():
+                train(task, Run(run_dir).config["settings"], prepared=prepared, resume=Run(run_dir))
+            else:
+                if run_dir.exists():
+                    for leftover in run_dir.iterdir():  # a run killed before writing its config
+                        leftover.unlink() if leftover.is_file() else None
+                train(task, model_settings, prepared=prepared, out=run_dir)
+    summary = summarise(task, out, models, seeds)
+    atomic_write_json(out / "summary.json", summary)
+    write_comparison_report(task, out, summary)
+    return summary
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(task: Task, out: Path, models: list[str], seeds: int) -> dict:
+    metric = task.primary_metric
+    per_model: dict[str, Any] = {}
+    for model in models:
+        runs = [out / f"{model}-seed{seed}" for seed in range(seeds)]
+        metrics = [read_json(r / "metrics.json") for r in runs]
+        mean, std = _mean_std([m[metric] for m in metrics])
+        per_model[model] = {
+            "role": registry.spec(task.name, model).role,
+            f"{metric}_mean": mean, f"{metric}_std": std,
+            f"{metric}_values": [m[metric] for m in metrics],
+            "params": metrics[0]["params"], "flops_per_example": metrics[0].get("flops_per_example"),
+            "train_seconds_mean": statistics.fmean(m["train_seconds"] for m in metrics),
+            "epochs_mean": statistics.fmean(m["epochs"] for m in metrics),
+            "runs": [str(r) for r in runs],
+        }
+    return {"task": task.name, "metric": metric, "higher_is_better": task.higher_is_better,
+            "seeds": seeds, "models": per_model, "verdicts": verdicts(task, per_model, seeds),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def verdicts(task: Task, per_model: dict[str, Any], seeds: int) -> list[str]:
+    """One sentence per deep model: does it beat each simpler model by more than the seed spread?"""
+    metric = task.primary_metric
+    sign = 1 if task.higher_is_better else -1
+    deep = [m for m, s in per_model.items() if s["role"] == "deep"]
+    simpler = [m for m, s in per_model.items() if s["role"] != "deep"]
+    sentences = []
+    for d in deep:
+        parts = []
+        for b in simpler:
+            gap = sign * (per_model[d][f"{metric}_mean"] - per_model[b][f"{metric}_mean"])
+            spread = max(per_model[d][f"{metric}_std"], per_model[b][f"{metric}_std"])
+            if seeds < 2:
+                parts.append(f"{'ahead of' if gap > 0 else 'behind'} {b} by {abs(gap):.4g} (one seed: spread unknown)")
+            elif gap > spread:
+                parts.append(f"beats {b} by {gap:.4g}, more than the seed spread ({spread:.2g})")
+            elif gap < -spread:
+                parts.append(f"loses to {b} by {-gap:.4g}, more than the seed spread ({spread:.2g})")
+            else:
+                parts.append(f"is within the seed spread of {b} (gap {gap:+.4g}, spread {spread:.2g})")
+        if parts:
+            sentences.append(f"{d} ({metric} {per_model[d][f'{metric}_mean']:.4g}) " + "; ".join(parts) + ".")
+    if seeds < 2 and sentences:
+        sentences.append("With one seed no verdict is stated: run --seeds 3 or more to measure the spread.")
+    return sentences
+
+
+def write_comparison_report(task: Task, out: Path, summary: dict) -> None:
+    metric = summary["metric"]
+    report = Report(f"compare {task.name}: {', '.join(summary['models'])}")
+    report.heading("Verdict")
+    for sentence in summary["verdicts"]:
+        report.parts.append(f'<div class="verdict">{sentence}</div>')
+    report.table(["model", "role", f"{metric} mean", "std", "params", "FLOPs/example", "train s", "epochs"],
+                 [[m, s["role"], s[f"{metric}_mean"], s[f"{metric}_std"], s["params"], s["flops_per_example"] or "",
+                   s["train_seconds_mean"], s["epochs_mean"]] for m, s in summary["models"].items()])
+    report.paragraph(f"{summary['seeds']} seed(s) per model; mean ± standard deviation over seeds.", "muted")
+    models = summary["models"]
+    flops = {m: (s["flops_per_example"], s[f"{metric}_mean"], s[f"{metric}_std"])
+             for m, s in models.items() if s["flops_per_example"]}
+    if flops:
+        report.heading(f"{metric} against compute and parameters")
+        report.figure(scatter_with_error(flops, "forward FLOPs per example", metric))
+    report.figure(scatter_with_error({m: (s["params"], s[f"{metric}_mean"], s[f"{metric}_std"])
+                                      for m, s in models.items() if s["params"]}, "parameters", metric))
+    histories = {m: Run(s["runs"][0]).history() for m, s in models.items()}
+    val_keys = sorted({k for h in histories.values() for e in h for k in e if k.startswith("val_")})
+    if val_keys:
+        report.heading("Learning curves (seed 0)")
+        report.figure(learning_curves(histories, val_keys, x="train_seconds"))
+    report.heading("Runs")
+    report.table(["model", "run folders"], [[m, ", ".join(Path(r).name for r in s["runs"])] for m, s in models.items()])
+    atomic_write_text(out / "report.html", report.render())

@@ -1,0 +1,280 @@
+"""The one training loop, shared by every task.
+
+A task hands the engine a ``Job``: its modules, its optimizers (one for a classifier, two for a
+GAN), how to cut an epoch into batches, one training step and a validation pass. The engine owns
+everything around that: the learning-rate schedule (spanning the epochs or the time budget), the
+time budget itself (evaluation is not counted), progress bars, non-finite loss detection,
+checkpoints at every epoch end, every few minutes and on Ctrl-C, and exact resume.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from deepskeptic.checkpoint import CHECKPOINT_FILE, load_state, save_state
+from deepskeptic.errors import UserError
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training; a checkpoint was saved first."""
+
+
+class Diverged(UserError):
+    """The loss became NaN or infinite: a setting (usually the learning rate) is too aggressive."""
+
+
+@dataclass
+class LoopSettings:
+    epochs: int | None = None           # number of passes over the training data, or
+    time_budget: float | None = None    # seconds of training (validation and checkpoints excluded)
+    warmup: float = 0.05                # fraction of the schedule spent ramping the LR up linearly
+    schedule: str = "linear"            # after warm-up: 'linear' decay to 0, 'cosine', or 'constant'
+    checkpoint_every: float = 300.0     # seconds of wall time between checkpoints inside an epoch
+    progress: bool = True               # progress bar on a terminal, a line per epoch elsewhere
+
+
+def lr_factor(progress: float, settings: LoopSettings) -> float:
+    """Multiplier of each optimizer's base LR at ``progress`` in [0, 1] of the schedule."""
+    progress = min(max(progress, 0.0), 1.0)
+    if settings.warmup > 0 and progress < settings.warmup:
+        return progress / settings.warmup
+    rest = (progress - settings.warmup) / max(1e-12, 1 - settings.warmup)
+    if settings.schedule == "constant":
+        return 1.0
+    if settings.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * rest))
+    return max(0.0, 1.0 - rest)
+
+
+class StepContext:
+    """Handed to ``Job.train_step``: the device, autocast and an optimizer step."""
+
+    def __init__(self, device: torch.device, optimizers: dict[str, torch.optim.Optimizer], amp: bool):
+        self.device = device
+        self.optimizers = optimizers
+        self.amp = amp and device.type == "cuda"
+
+    def autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def backward_step(self, loss: torch.Tensor, optimizer: str = "main", clip: float | None = None,
+                      parameters: Sequence[nn.Parameter] | None = None) -> None:
+        """zero_grad, backward, optional gradient-norm clipping, step for one optimizer."""
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            params = parameters if parameters is not None else [
+                p for group in opt.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+
+
+class Job:
+    """What a task plugs into the engine. Subclasses set ``modules`` and ``optimizers``."""
+
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    unit: str = "ex"  # what one counted example is, for the rate in the progress bar
+
+    def epoch_batches(self, epoch: int, generator: torch.Generator) -> Sequence[Any]:
+        """The batches of one epoch, in order; all randomness drawn from ``generator``."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Any, ctx: StepContext) -> tuple[int, dict[str, torch.Tensor]]:
+        """One step: returns (examples in the batch, {statistic: batch mean as a 0-d tensor})."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics after an epoch (not counted in the time budget)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond modules and optimizers that resume needs (tensors and plain values)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _SigintFlag:
+    """First Ctrl-C asks the loop to stop at the next step boundary; a second one stops at once."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, checkpoint_dir: Path,
+        amp: bool = True, on_epoch: Callable[[list[dict]], None] | None = None,
+        resume: bool = False) -> list[dict]:
+    """Train ``job`` until its epochs or time budget are spent; returns the per-epoch history.
+
+    ``on_epoch(history)`` is called after each epoch's checkpoint (the run folder writes
+    history.jsonl from it). With ``resume`` the loop continues from ``checkpoint_dir``.
+    """
+    if (settings.epochs is None) == (settings.time_budget is None):
+        raise ValueError("give exactly one of epochs and time_budget")
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    generator = torch.Generator().manual_seed(seed)
+    ctx = StepContext(device, job.optimizers, amp)
+    for opt in job.optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])
+
+    pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "sums": {}, "count": 0,
+           "done": False, "epoch_start_seconds": 0.0}
+    history: list[dict] = []
+    epoch_generator_state = generator.get_state()
+    if resume:
+        state = load_state(checkpoint_path)
+        for name, module in job.modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in job.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        job.load_extra_state(state["extra"])
+        pos, history = state["position"], state["history"]
+        epoch_generator_state = state["epoch_generator_state"]
+        _set_rng_state(state["rng"])
+
+    def save(done: bool = False) -> None:
+        pos["done"] = done
+        save_state(checkpoint_path, {
+            "modules": {n: m.state_dict() for n, m in job.modules.items()},
+            "optimizers": {n: o.state_dict() for n, o in job.optimizers.items()},
+            "extra": job.extra_state(), "position": pos, "history": history,
+            "epoch_generator_state": epoch_generator_state, "rng": _rng_state()})
+
+    interactive = settings.progress and sys.stderr.isatty()
+    sync = device.type == "cuda"
+    last_checkpoint = time.monotonic()
+    with _SigintFlag() as sigint:
+        while not pos["done"]:
+            epoch = pos["epoch"]
+            generator.set_state(epoch_generator_state)
+            batches = job.epoch_batches(epoch, generator)
+            total_steps = None if settings.epochs is None else settings.epochs * len(batches)
+            for module in job.modules.values():
+                module.train()
+            sums = {k: torch.tensor(v) for k, v in pos["sums"].items()}
+            bar = tqdm(total=len(batches), initial=pos["batch"], desc=f"epoch {epoch + 1}",
+                       unit="batch", leave=False, disable=not interactive, dynamic_ncols=True)
+            if pos["batch"] == 0:
+                pos["epoch_start_seconds"] = pos["train_seconds"]
+            epoch_start_seconds = pos["epoch_start_seconds"]
+            budget_hit = False
+            while pos["batch"] < len(batches):
+                if settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget:
+                    budget_hit = True
+                    break
+                if sigint.raised:
+                    save()
+                    bar.close()
+                    raise Interrupted(str(Path(checkpoint_dir).parent))
+                progress = (pos["train_seconds"] / settings.time_budget if total_steps is None
+                            else pos["global_step"] / total_steps)
+                factor = lr_factor(progress, settings)
+                for opt in job.optimizers.values():
+                    for group in opt.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                start = time.perf_counter()
+                count, stats = job.train_step(batches[pos["batch"]], ctx)
+                if sync:
+                    torch.cuda.synchronize()
+                pos["train_seconds"] += time.perf_counter() - start
+                for key, value in stats.items():
+                    value = value.detach().float() * count
+                    sums[key] = sums[key] + value if key in sums else value
+                pos["count"] += count
+                pos["batch"] += 1
+                pos["global_step"] += 1
+                loss = stats.get("loss")
+                if loss is not None and (not sync or pos["global_step"] % 20 == 0) and not torch.isfinite(loss):
+                    bar.close()
+                    raise Diverged(f"training diverged: the loss became {loss.item()} at epoch {epoch + 1}, "
+                                   f"step {pos['global_step']}; lower the learning rate (--lr)")
+                if interactive and (pos["batch"] % 10 == 0 or pos["batch"] == len(batches)):
+                    means = {k: v.item() / max(1, pos["count"]) for k, v in sums.items()}
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()},
+                                    **{f"{job.unit}/s": f"{pos['count'] / max(1e-9, pos['train_seconds'] - epoch_start_seconds):.0f}"})
+                    bar.update(pos["batch"] - bar.n)
+                if time.monotonic() - last_checkpoint > settings.checkpoint_every:
+                    pos["sums"] = {k: v.item() for k, v in sums.items()}
+                    save()
+                    last_checkpoint = time.monotonic()
+            bar.close()
+            train_means = {f"train_{k}": v.item() / max(1, pos["count"]) for k, v in sums.items()}
+            epoch_seconds = pos["train_seconds"] - epoch_start_seconds
+            record = {"epoch": epoch + 1, **train_means, "lr_factor": round(lr_factor(
+                pos["train_seconds"] / settings.time_budget if total_steps is None
+                else pos["global_step"] / total_steps, settings), 6),
+                "epoch_seconds": round(epoch_seconds, 4), "train_seconds": round(pos["train_seconds"], 4),
+                f"{job.unit}_per_second": round(pos["count"] / max(1e-9, epoch_seconds), 1)}
+            if pos["count"] > 0:
+                record.update({f"val_{k}": v for k, v in job.validate().items()})
+            else:
+                record = None
+            if record is not None:
+                history.append(record)
+                if settings.progress:
+                    print("  ".join(f"{k} {_fmt(v)}" for k, v in record.items()), file=sys.stderr, flush=True)
+            finished = budget_hit or (settings.epochs is not None and epoch + 1 >= settings.epochs) or (
+                settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget)
+            pos.update(epoch=epoch + 1, batch=0, sums={}, count=0)
+            epoch_generator_state = generator.get_state()
+            save(done=finished)
+            last_checkpoint = time.monotonic()
+            if on_epoch is not None:
+                on_epoch(history)
+    return history
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def checkpoint_exists(checkpoint_dir: Path) -> bool:
+    return (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file()

@@ -1,0 +1,78 @@
+"""The one model registry: every model of every task is created by name from here.
+
+A model is a plain ``nn.Module`` built from one small dataclass config. Registration is explicit:
+``deepskeptic.models`` imports every model module, so ``create`` never misses a model because some
+module happened not to be imported (the lesson of timm's "unknown model" issues).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from deepskeptic.errors import UserError, unknown_name
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    task: str
+    name: str
+    config_cls: type                      # dataclass of the model's settings
+    build: Callable[[Any], nn.Module]     # config -> module
+    description: str
+    role: str                             # 'deep' (the model on trial) or 'baseline'
+    train_defaults: dict = field(default_factory=dict)  # training settings this model works best with
+
+
+_REGISTRY: dict[tuple[str, str], ModelSpec] = {}
+
+
+def register(task: str, name: str, config_cls: type, *, description: str, role: str,
+             train_defaults: dict | None = None):
+    """Decorator for a builder ``config -> nn.Module``."""
+    def wrap(build):
+        key = (task, name)
+        if key in _REGISTRY:
+            raise RuntimeError(f"model {task}/{name} registered twice")
+        _REGISTRY[key] = ModelSpec(task, name, config_cls, build, description, role,
+                                   dict(train_defaults or {}))
+        return build
+    return wrap
+
+
+def names(task: str) -> list[str]:
+    _load_all()
+    return [name for (t, name) in _REGISTRY if t == task]
+
+
+def spec(task: str, name: str) -> ModelSpec:
+    _load_all()
+    try:
+        return _REGISTRY[(task, name)]
+    except KeyError:
+        raise unknown_name(f"model for task '{task}'", name, names(task)) from None
+
+
+def make_config(task: str, name: str, **settings) -> Any:
+    """The model's config dataclass from keyword settings; unknown keys are errors."""
+    config_cls = spec(task, name).config_cls
+    valid = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(settings) - valid)
+    if unknown:
+        raise UserError(f"unknown setting(s) {', '.join(unknown)} for model '{name}'; "
+                        f"valid: {', '.join(sorted(valid))}")
+    return config_cls(**settings)
+
+
+def create(task: str, name: str, **settings) -> nn.Module:
+    return spec(task, name).build(make_config(task, name, **settings))
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _load_all() -> None:
+    import deepskeptic.models  # noqa: F401  (imports every model module explicitly)

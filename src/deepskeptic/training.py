@@ -1,0 +1,82 @@
+"""Train one run: settings -> data -> job -> engine -> run folder. Used by `train` and `compare`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepskeptic import settings as settings_mod
+from deepskeptic.engine import LoopSettings, fit
+from deepskeptic.errors import UserError
+from deepskeptic.models import registry
+from deepskeptic.runs import Run, default_run_dir, device_name, resolve_device, versions
+from deepskeptic.tasks.base import Task
+
+
+def resolve_settings(task: Task, flags: dict[str, Any], config_file: str | None) -> dict[str, Any]:
+    defaults = {**settings_mod.COMMON_DEFAULTS, **task.task_defaults}
+    config = settings_mod.read_config_file(config_file) if config_file else {}
+    model = flags.get("model") or config.get("model") or defaults.get("model")
+    if model is None:
+        raise UserError(f"no model given; pass --model, one of: {', '.join(task.model_names())}")
+    spec = registry.spec(task.name, model)  # unknown model -> error with the closest name
+    resolved = settings_mod.resolve(defaults, spec.train_defaults, config, flags,
+                                    config_name=str(config_file or "settings"))
+    resolved["model"] = model
+    if resolved["epochs"] is None and resolved["time_budget"] is None:
+        resolved["epochs"] = task.default_epochs
+    if resolved["data"] is None:
+        raise UserError("no data given; pass --data (see 'deepskeptic datasets')")
+    registry.make_config(task.name, model, **resolved["model_config"])  # unknown model keys -> error
+    return resolved
+
+
+def train(task: Task, settings: dict[str, Any], *, prepared: Any = None, out: str | Path | None = None,
+          resume: Run | None = None) -> Run:
+    """Train and evaluate one model; returns the completed run folder."""
+    device = resolve_device(settings["device"])
+    torch.manual_seed(settings["seed"])
+    if prepared is None:
+        prepared = task.prepare(settings)
+    job, info = task.build(settings, prepared, device)
+    if resume is None:
+        out = out or settings.get("out") or default_run_dir("runs", task.name, settings["data"], settings["model"])
+        run = Run.create(out)
+        run.write_config({"task": task.name, "settings": settings, **info, "device": str(device),
+                          "device_name": device_name(device), "versions": versions(),
+                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    else:
+        run = resume
+    loop = LoopSettings(epochs=settings["epochs"], time_budget=settings["time_budget"],
+                        warmup=settings["warmup"], schedule=settings["schedule"], progress=settings["progress"])
+    history = fit(job, loop, seed=settings["seed"], device=device, checkpoint_dir=run.checkpoint_dir,
+                  amp=settings["amp"], on_epoch=run.write_history,
+                  resume=resume is not None and (run.checkpoint_dir / "state.safetensors").is_file())
+    run.write_history(history)
+    run.save_weights(job.modules)
+    metrics = task.finish(run, job, prepared, settings, device)
+    metrics.update({
+        "train_seconds": round(history[-1]["train_seconds"], 3) if history else 0.0,
+        "epochs": len(history),
+        "params": sum(registry.count_params(m) for m in job.modules.values()),
+        "device": device_name(device),
+        "seed": settings["seed"],
+        "model": settings["model"],
+        "data": str(settings["data"]),
+    })
+    metrics.setdefault("flops_per_example", info.get("flops_per_example"))
+    task.write_report(run, prepared, metrics)
+    run.write_metrics(metrics)  # last: its presence marks the run complete
+    return run
+
+
+def resume_run(path: str) -> tuple[Task, Run]:
+    from deepskeptic.tasks import get_task
+    run = Run.open(path, complete=False)
+    if run.is_complete:
+        raise UserError(f"run {run.path} is already complete; nothing to resume")
+    task = get_task(run.config["task"])
+    train(task, run.config["settings"], resume=run)
+    return task, run
