@@ -72,12 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("inputs", nargs="*")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--data", help="data to predict from (tasks that read a series or table)")
+    p.add_argument("--out", help="file or folder to write predictions to")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("generate", help="generate text or images from a trained run")
+    p.add_argument("run")
+    p.add_argument("--prime", default="", help="text to start from")
+    p.add_argument("--length", type=int, default=500, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: all)")
+    p.add_argument("--n", type=int, default=1, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for generated files")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("translate", help="translate images between domains with a cyclegan run")
+    p.add_argument("run")
+    p.add_argument("--input", nargs="+", required=True, help="image files or folders")
+    p.add_argument("--direction", choices=["a2b", "b2a"], default="a2b")
+    p.add_argument("--out", help="folder for translated images")
 
     p = sub.add_parser("explain", help="feature maps and Grad-CAM for inputs")
     p.add_argument("run")
     p.add_argument("inputs", nargs="*")
     p.add_argument("--out", help="folder for the pictures (default RUN/explain)")
+    p.add_argument("--text", help="text to explain (text tasks)")
 
     p = sub.add_parser("report", help="re-render report.html of a run or comparison folder")
     p.add_argument("folder")
@@ -89,13 +109,14 @@ def _flags(args: argparse.Namespace, exclude: set[str]) -> dict[str, Any]:
 
 
 def cmd_datasets(args) -> int:
-    from deepskeptic.data.images import fetch_fashion_mnist, image_datasets
+    from deepskeptic.data.images import fetch_fashion_mnist
+    from deepskeptic.tasks import TASKS
     if args.action == "fetch":
         if args.name != "fashion-mnist":
             raise UserError(f"can only fetch 'fashion-mnist', not {args.name!r}")
         print(f"fetched into {fetch_fashion_mnist()}")
         return 0
-    for d in image_datasets():
+    for d in [d for task in TASKS.values() for d in task.datasets()]:
         state = f"available at {d['location']}" if d["available"] else f"missing: {d['how_to_get']}"
         print(f"{d['name']:<16} {d['task']:<9} {d['description']}\n{'':<27}{state}")
     print("any folder       image     --data PATH: one subfolder per class, or train/ and test/ with them")
@@ -182,6 +203,16 @@ def cmd_explain(args) -> int:
     return task.explain(run, args)
 
 
+def cmd_generate(args) -> int:
+    task, run = _task_of_run(args.run)
+    return task.generate(run, args)
+
+
+def cmd_translate(args) -> int:
+    task, run = _task_of_run(args.run)
+    return task.translate(run, args)
+
+
 def cmd_report(args) -> int:
     from deepskeptic.compare import write_comparison_report
     from deepskeptic.fileio import read_json
@@ -199,7 +230,8 @@ def cmd_report(args) -> int:
 
 
 COMMANDS = {"datasets": cmd_datasets, "models": cmd_models, "train": cmd_train, "compare": cmd_compare,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain, "report": cmd_report}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain, "generate": cmd_generate, "translate": cmd_translate,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

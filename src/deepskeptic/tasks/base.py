@@ -57,5 +57,16 @@ class Task:
     def explain(self, run: Run, args: argparse.Namespace) -> int:
         raise UserError(f"task '{self.name}' has no explain command")
 
+    def generate(self, run: Run, args: argparse.Namespace) -> int:
+        raise UserError(f"task '{self.name}' has no generate command")
+
+    def translate(self, run: Run, args: argparse.Namespace) -> int:
+        raise UserError(f"task '{self.name}' has no translate command")
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """Built-in data sets of this task for `deepskeptic datasets`: dicts with name, task,
+        available, location, description, how_to_get."""
+        return []
+
     def model_names(self) -> list[str]:
         return registry.names(self.name)

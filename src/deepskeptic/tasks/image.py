@@ -231,6 +231,10 @@ class ImageTask(Task):
     def device_for(self, run: Run) -> torch.device:
         return resolve_device("auto")
 
+    def datasets(self) -> list[dict[str, Any]]:
+        from deepskeptic.data.images import image_datasets
+        return image_datasets()
+
     def input_shape(self, data: str | None) -> dict[str, Any]:
         if data is None:
             return {"channels": 1, "image_size": 28, "num_classes": 10,
