@@ -21,18 +21,30 @@ from deepskeptic.fileio import atomic_write_bytes
 CHECKPOINT_FILE = "state.safetensors"
 
 
-def _split(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
-    """Replace every tensor inside ``obj`` by a reference, collecting the tensors."""
+def _split(obj: Any, tensors: dict[str, torch.Tensor], prefix: str, seen: dict | None = None) -> Any:
+    """Replace every tensor inside ``obj`` by a reference, collecting the tensors.
+
+    A tensor met twice (tied weights) is stored once and referenced twice; safetensors refuses
+    tensors that share memory, so a view into part of a larger storage is stored as a copy.
+    """
+    seen = {} if seen is None else seen
     if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        identity = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if t.numel() and identity in seen:
+            return {"__tensor__": seen[identity]}
+        t = t.contiguous()
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()
         key = f"t{len(tensors)}:{prefix}"
-        tensors[key] = obj.detach().cpu().contiguous()
+        tensors[key], seen[identity] = t, key
         return {"__tensor__": key}
     if isinstance(obj, dict):
         # JSON keys are strings; remember integer keys (optimizer state is keyed by param index).
-        return {"__dict__": [[k, _split(v, tensors, f"{prefix}.{k}")] for k, v in obj.items()]}
+        return {"__dict__": [[k, _split(v, tensors, f"{prefix}.{k}", seen)] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
         return {"__list__" if isinstance(obj, list) else "__tuple__":
-                [_split(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]}
+                [_split(v, tensors, f"{prefix}.{i}", seen) for i, v in enumerate(obj)]}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {prefix}")

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*")
     p.add_argument("--out", help="folder for the pictures (default RUN/explain)")
     p.add_argument("--text", help="text to explain (text tasks)")
+    p.add_argument("--cells", help="LSTM units to show, comma-separated (text tasks; default: the most active)")
 
     p = sub.add_parser("report", help="re-render report.html of a run or comparison folder")
     p.add_argument("folder")
@@ -112,8 +113,12 @@ def cmd_datasets(args) -> int:
     from deepskeptic.data.images import fetch_fashion_mnist
     from deepskeptic.tasks import TASKS
     if args.action == "fetch":
+        owners = {d["name"]: task for task in TASKS.values() for d in task.datasets() if d["name"] != "fashion-mnist"}
+        if args.name in owners:
+            print(f"fetched into {owners[args.name].fetch(args.name)}")
+            return 0
         if args.name != "fashion-mnist":
-            raise UserError(f"can only fetch 'fashion-mnist', not {args.name!r}")
+            raise UserError(f"can only fetch {', '.join(['fashion-mnist', *owners])}, not {args.name!r}")
         print(f"fetched into {fetch_fashion_mnist()}")
         return 0
     for d in [d for task in TASKS.values() for d in task.datasets()]:
@@ -166,7 +171,7 @@ def cmd_compare(args) -> int:
     from deepskeptic.compare import run_comparison
     from deepskeptic.tasks import get_task
     task = get_task(args.task)
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(task.default_models)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(task.models_for(args.data))
     out = Path(args.out or f"runs/compare-{task.name}-{Path(str(args.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}")
     flags = _flags(args, {"command", "task", "models", "seeds", "out", "config_file"})
     summary = run_comparison(task, flags, args.config_file, models, args.seeds, out)

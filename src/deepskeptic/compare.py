@@ -30,6 +30,8 @@ def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, m
     # Resolve every model's settings first: unknown names and bad settings fail before any training.
     resolved = {(m, k): resolve_settings(task, {**flags, "model": m, "seed": k}, config_file)
                 for m in models for k in range(seeds)}
+    for (model, seed), model_settings in resolved.items():  # runs kept from before must match
+        _check_reusable(task, out / f"{model}-seed{seed}", model_settings)
     prepared = task.prepare(resolved[(models[0], 0)])  # once: every run sees the same data
     out.mkdir(parents=True, exist_ok=True)
     for model in models:
@@ -50,6 +52,22 @@ def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, m
     atomic_write_json(out / "summary.json", summary)
     write_comparison_report(task, out, summary)
     return summary
+
+
+def _check_reusable(task: Task, run_dir: Path, settings: dict[str, Any]) -> None:
+    """A run folder left by an earlier comparison is reused only if it is this task's run of the
+    same data, model, seed and budget; anything else is an error, never a silent mix."""
+    if not (run_dir / "config.json").is_file():
+        return
+    config = Run.open(run_dir, complete=False).config
+    if config.get("task") != task.name:
+        raise UserError(f"{run_dir} is a run of task '{config.get('task')}', not '{task.name}': choose another --out")
+    old = config.get("settings", {})
+    differ = [f"{k} {old.get(k)!r} there, {settings.get(k)!r} now"
+              for k in ("data", "model", "seed", "epochs", "time_budget") if old.get(k) != settings.get(k)]
+    if differ:
+        raise UserError(f"{run_dir} was trained with other settings ({'; '.join(differ)}): "
+                        "repeat its flags to reuse it, or choose another --out")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -127,6 +145,8 @@ def write_comparison_report(task: Task, out: Path, summary: dict) -> None:
     if val_keys:
         report.heading("Learning curves (seed 0)")
         report.figure(learning_curves(histories, val_keys, x="train_seconds"))
+    if hasattr(task, "comparison_sections"):  # task-specific sections, e.g. text samples
+        task.comparison_sections(report, summary)
     report.heading("Runs")
     report.table(["model", "run folders"], [[m, ", ".join(Path(r).name for r in s["runs"])] for m, s in models.items()])
     atomic_write_text(out / "report.html", report.render())

@@ -38,7 +38,8 @@ class LoopSettings:
     epochs: int | None = None           # number of passes over the training data, or
     time_budget: float | None = None    # seconds of training (validation and checkpoints excluded)
     warmup: float = 0.05                # fraction of the schedule spent ramping the LR up linearly
-    schedule: str = "linear"            # after warm-up: 'linear' decay to 0, 'cosine', or 'constant'
+    schedule: str = "linear"            # after warm-up: 'linear' decay to 0, 'cosine', 'constant', or
+                                        # 'constant-linear' (constant for half, then linear to 0: CycleGAN's)
     checkpoint_every: float = 300.0     # seconds of wall time between checkpoints inside an epoch
     progress: bool = True               # progress bar on a terminal, a line per epoch elsewhere
 
@@ -53,20 +54,36 @@ def lr_factor(progress: float, settings: LoopSettings) -> float:
         return 1.0
     if settings.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * rest))
+    if settings.schedule == "constant-linear":
+        return min(1.0, 2.0 * (1.0 - rest))
     return max(0.0, 1.0 - rest)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class StepContext:
     """Handed to ``Job.train_step``: the device, autocast and an optimizer step."""
 
-    def __init__(self, device: torch.device, optimizers: dict[str, torch.optim.Optimizer], amp: bool):
+    def __init__(self, device: torch.device, optimizers: dict[str, torch.optim.Optimizer], amp: bool,
+                 cpu_bf16: bool | str = False):
         self.device = device
         self.optimizers = optimizers
-        self.amp = amp and device.type == "cuda"
+        # bf16 autocast: always worth it on CUDA; on CPUs only where they have bf16 instructions.
+        if cpu_bf16 == "auto":
+            cpu_bf16 = cpu_has_bf16()
+        self.amp = (amp and device.type == "cuda") or (bool(cpu_bf16) and device.type == "cpu")
 
     def autocast(self):
         if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def backward_step(self, loss: torch.Tensor, optimizer: str = "main", clip: float | None = None,
@@ -88,6 +105,7 @@ class Job:
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     unit: str = "ex"  # what one counted example is, for the rate in the progress bar
+    run_path: Path | None = None  # the run folder, set by training.train before fit (files written per epoch)
 
     def epoch_batches(self, epoch: int, generator: torch.Generator) -> Sequence[Any]:
         """The batches of one epoch, in order; all randomness drawn from ``generator``."""
@@ -147,7 +165,7 @@ class _SigintFlag:
 
 
 def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, checkpoint_dir: Path,
-        amp: bool = True, on_epoch: Callable[[list[dict]], None] | None = None,
+        amp: bool = True, cpu_bf16: bool | str = False, on_epoch: Callable[[list[dict]], None] | None = None,
         resume: bool = False) -> list[dict]:
     """Train ``job`` until its epochs or time budget are spent; returns the per-epoch history.
 
@@ -158,7 +176,7 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
         raise ValueError("give exactly one of epochs and time_budget")
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
     generator = torch.Generator().manual_seed(seed)
-    ctx = StepContext(device, job.optimizers, amp)
+    ctx = StepContext(device, job.optimizers, amp, cpu_bf16)
     for opt in job.optimizers.values():
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])
@@ -209,6 +227,7 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
                     budget_hit = True
                     break
                 if sigint.raised:
+                    pos["sums"] = {k: v.item() for k, v in sums.items()}  # the epoch's statistics so far
                     save()
                     bar.close()
                     raise Interrupted(str(Path(checkpoint_dir).parent))

@@ -123,10 +123,14 @@ class Run:
     def save_weights(self, modules: dict[str, nn.Module] | nn.Module, metadata: dict[str, str] | None = None) -> None:
         if isinstance(modules, nn.Module):
             modules = {"": modules}
-        tensors = {}
+        tensors, storages = {}, set()
         for prefix, module in modules.items():
             for key, value in module.state_dict().items():
-                tensors[f"{prefix}.{key}" if prefix else key] = value.detach().cpu().contiguous()
+                value = value.detach().cpu().contiguous()
+                if value.untyped_storage().data_ptr() in storages:  # tied weights: safetensors
+                    value = value.clone()                           # refuses shared memory
+                storages.add(value.untyped_storage().data_ptr())
+                tensors[f"{prefix}.{key}" if prefix else key] = value
         atomic_write_bytes(self.model_path, st_save(tensors, metadata=metadata))
 
     def load_weights(self, modules: dict[str, nn.Module] | nn.Module) -> None:

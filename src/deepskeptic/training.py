@@ -49,10 +49,11 @@ def train(task: Task, settings: dict[str, Any], *, prepared: Any = None, out: st
                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     else:
         run = resume
+    job.run_path = run.path
     loop = LoopSettings(epochs=settings["epochs"], time_budget=settings["time_budget"],
                         warmup=settings["warmup"], schedule=settings["schedule"], progress=settings["progress"])
     history = fit(job, loop, seed=settings["seed"], device=device, checkpoint_dir=run.checkpoint_dir,
-                  amp=settings["amp"], on_epoch=run.write_history,
+                  amp=settings["amp"], cpu_bf16=settings["cpu_bf16"], on_epoch=run.write_history,
                   resume=resume is not None and (run.checkpoint_dir / "state.safetensors").is_file())
     run.write_history(history)
     run.save_weights(job.modules)

@@ -68,5 +68,13 @@ class Task:
         available, location, description, how_to_get."""
         return []
 
+    def fetch(self, name: str) -> str:
+        """Make built-in data set ``name`` available on this machine; returns where it now is."""
+        raise UserError(f"data set '{name}' of task '{self.name}' cannot be fetched")
+
+    def models_for(self, data: str | None) -> tuple[str, ...]:
+        """The models `compare` runs on ``data`` when --models is not given."""
+        return self.default_models
+
     def model_names(self) -> list[str]:
         return registry.names(self.name)

@@ -81,7 +81,8 @@ class ImageJob(Job):
         self.std = torch.tensor(prepared.std, device=device)
         self.batch_size = settings["batch_size"]
         self.label_smoothing = settings["label_smoothing"]
-        self.max_shift = max(1, data.image_size // 14) if settings["augment"] else 0
+        # Shifts of up to size/14 px (2 px at 28 px); images under 14 px are too coarse to shift.
+        self.max_shift = data.image_size // 14 if settings["augment"] else 0
         self.flip = settings["flip"]
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
@@ -151,7 +152,7 @@ class ImageTask(Task):
         "image_size": None,       # pixels per side; default: the data's own size
         "val_split": 0.1,         # fraction of the training images held out for validation
         "limit": None,            # use at most this many training images (quick tries)
-        "augment": False,         # random shifts of up to size/14 px (the model's default when unset)
+        "augment": False,         # random shifts of up to size/14 px; the model's train_defaults set it
         "flip": False,            # random horizontal flips: only for data where mirror images are the same class
         "label_smoothing": 0.1,   # softens one-hot targets; helps short budgets generalise
     }

@@ -1,0 +1,152 @@
+"""Audio in, log-mel features out.
+
+Decoding is libsndfile's (through soundfile: WAV, FLAC, OGG/Vorbis and more, any sample rate,
+any channel count); resampling is SciPy's polyphase filter (``resample_poly``); the mel filterbank
+is librosa's (``librosa.filters.mel``, Slaney-normalised); the short-time Fourier transform is
+``torch.stft``. This module only glues them together:
+
+    file -> float32 (S,) mono at 16 kHz -> power spectrogram (T, n_fft/2+1) -> mel (T, n_mels)
+         -> log -> per-utterance normalisation (one mean and one std over all frames and bands)
+
+The normalisation is one scalar pair per utterance, not one per band: it removes the recording
+level but keeps the spectral shape, which the pooled-feature baseline (mean and std per band over
+time) needs to see anything at all.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepskeptic.errors import UserError
+
+SAMPLE_RATE = 16_000  # Hz; every recording is resampled to this (speech lives below 8 kHz)
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 400         # samples per analysis window: 25 ms at 16 kHz, the usual speech frame
+    hop: int = 160           # samples between frames: 10 ms, so 100 frames per second
+    n_mels: int = 40         # mel bands; 40 is the classic choice for small-vocabulary recognisers
+    fmin: float = 20.0       # Hz; below that is rumble, not speech
+    fmax: float = 7600.0     # Hz; just under Nyquist (8 kHz) where resampling filters roll off
+    log_floor: float = 1e-6  # added before the log, so silence gives a finite value
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file to float32 mono samples in [-1, 1] at ``sample_rate``: shape (S,).
+
+    Stereo (or more channels) is averaged to mono. Raises UserError naming the file when it is
+    missing, not audio, unreadable or empty.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"audio file '{path}' does not exist")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, channels)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types for broken files
+        if path.stat().st_size == 0:
+            raise UserError(f"audio file '{path}' is empty (0 bytes): re-record or remove it") from None
+        raise UserError(f"'{path}' is not readable audio ({_reason(exc)}); "
+                        f"give WAV, FLAC or OGG files") from None
+    if data.shape[0] == 0:
+        raise UserError(f"audio file '{path}' is empty (0 samples): re-record or remove it")
+    if not np.isfinite(data).all():
+        raise UserError(f"audio file '{path}' holds NaN or infinite samples: re-export it")
+    return resample(data.mean(axis=1), rate, sample_rate)
+
+
+def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """(S,) at ``rate`` -> (S * target / rate,) float32 at ``target``, by SciPy's polyphase filter."""
+    if rate == target:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(rate), int(target))
+    return resample_poly(samples, target // g, int(rate) // g).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _mel_matrix(settings: FeatureSettings) -> torch.Tensor:
+    """(n_mels, n_fft/2 + 1) mel filterbank from librosa."""
+    import librosa.filters
+
+    return torch.from_numpy(librosa.filters.mel(sr=settings.sample_rate, n_fft=settings.n_fft,
+                                                n_mels=settings.n_mels, fmin=settings.fmin,
+                                                fmax=settings.fmax)).float()
+
+
+def log_mel(samples: np.ndarray | torch.Tensor, settings: FeatureSettings = FeatureSettings()) -> torch.Tensor:
+    """(S,) float samples at ``settings.sample_rate`` -> (T, n_mels) normalised log-mel features.
+
+    T = 1 + max(S, n_fft) // hop (centred frames): utterances shorter than one window are zero-padded.
+    """
+    x = torch.as_tensor(samples, dtype=torch.float32)
+    if x.numel() < settings.n_fft:
+        x = torch.nn.functional.pad(x, (0, settings.n_fft - x.numel()))
+    window = torch.hann_window(settings.n_fft)
+    spec = torch.stft(x, settings.n_fft, settings.hop, window=window, center=True,
+                      return_complex=True)                    # (n_fft/2+1, T)
+    mel = _mel_matrix(settings) @ spec.abs().square()         # (n_mels, T)
+    feats = torch.log(mel + settings.log_floor).T.contiguous()  # (T, n_mels)
+    return normalise(feats)
+
+
+def features_of_files(paths: list[Path], settings: FeatureSettings = FeatureSettings(),
+                      progress: bool = False, desc: str = "features") -> tuple[list[torch.Tensor], float]:
+    """Decode and featurise files: ([(T_i, n_mels)], seconds of audio). UserError names a bad file."""
+    from tqdm import tqdm
+
+    out, seconds = [], 0.0
+    with single_thread():
+        for path in tqdm(paths, desc=desc, unit="file", disable=not progress, leave=False):
+            samples = load_audio(path, settings.sample_rate)
+            seconds += len(samples) / settings.sample_rate
+            out.append(log_mel(samples, settings))
+    return out, seconds
+
+
+@contextmanager
+def single_thread():
+    """Run torch on one thread: per-utterance STFTs are tiny, and on a busy machine the
+    thread pool's hand-offs cost 100x more than the arithmetic (measured: 40 ms vs 0.1 ms)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def normalise(feats: torch.Tensor) -> torch.Tensor:
+    """Per-utterance normalisation: one mean and one std over every frame and band of (T, F)."""
+    return (feats - feats.mean()) / feats.std(unbiased=False).clamp_min(1e-5)
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Audio files under ``folder`` (recursive, sorted; hidden files and folders skipped)."""
+    import os
+
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames)
+                if not f.startswith(".") and Path(f).suffix.lower() in AUDIO_EXTENSIONS]
+    return out

@@ -1,0 +1,369 @@
+"""The `forecast` task: forecast a time series H steps ahead; lstm on trial against rnn, mlp and the
+statistical baselines (naive, seasonal-naive, drift, ets, arima, theta).
+
+Evaluation is a rolling-origin backtest (tasks/forecast_eval.py): the networks train once on the
+windows before the validation and test origins, with the scaler fitted on that span only, and then
+forecast at each of the last K origins from the history before it; the baselines refit at every
+origin. Statistical baselines plug into the same engine as a one-step job whose step is the fit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepskeptic.engine import Job, StepContext
+from deepskeptic.errors import UserError
+from deepskeptic.fileio import atomic_write_json, read_json
+from deepskeptic.models import registry
+from deepskeptic.models.forecast import StatisticalForecaster
+from deepskeptic.runs import Run
+from deepskeptic.tasks.base import Task
+from deepskeptic.tasks.forecast_eval import Split, accuracy, backtest_scales
+
+MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
+BACKTEST_FILE = "backtest.json"
+
+
+@dataclass
+class Prepared:
+    series: Any               # deepskeptic.data.series.Series
+    horizon: int
+    lookback: int
+    season: int
+    split: Split
+    mean: np.ndarray          # (F,) per feature, over values[:split.train_end]
+    std: np.ndarray
+    cache: dict = field(default_factory=dict)
+
+    def features(self) -> np.ndarray:
+        """(N, F) target then covariates, unscaled."""
+        return np.column_stack([self.series.values, self.series.covariates])
+
+    def scaled(self) -> np.ndarray:
+        return (self.features() - self.mean) / self.std
+
+
+def _positive(settings: dict, key: str) -> int | None:
+    value = settings.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise UserError(f"--{key.replace('_', '-')} must be a positive whole number, got {value!r}")
+    return value
+
+
+def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
+         val_origins: int | None, name: str) -> Split:
+    """Cut a series of n points; UserError when it is too short for the asked geometry."""
+    if season >= n:
+        raise UserError(f"--season {season} is not shorter than the series {name} ({n} points); give a smaller --season")
+    if val_origins is None:  # a tenth of what precedes the test origins, at most K
+        val_origins = max(1, min(origins, (n - horizon - origins + 1 - 2 * horizon) // 10))
+    first_test = n - horizon - origins + 1
+    train_end = first_test - (horizon + val_origins - 1 if val_origins else 0)
+    room = train_end - horizon  # the most any lookback can be while leaving one training window
+    if lookback is None:  # two seasons or two horizons, but at most half of the training span
+        lookback = max(1, min(max(2 * season, 2 * horizon, 4), room // 2))
+    split = Split(n, horizon, lookback, origins, val_origins)
+    windows = len(split.train_window_origins())
+    if windows < MIN_TRAIN_WINDOWS or first_test < 3:
+        need = lookback + 2 * horizon + val_origins + origins + MIN_TRAIN_WINDOWS - 2
+        raise UserError(f"series {name} has {n} points, too short for --horizon {horizon}, --lookback {lookback}, "
+                        f"{origins} backtest origin(s) and {val_origins} validation origin(s) (needs at least {need}); "
+                        f"lower --horizon, --lookback or --origins")
+    return split
+
+
+def windows(z: np.ndarray, origins: np.ndarray, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (W, L, F) = z[t-L:t] and targets (W, H) = z[t:t+H, 0] for each origin t."""
+    idx = origins[:, None] + np.arange(-lookback, 0)[None, :]             # (W, L)
+    x = torch.from_numpy(z[idx]).float()
+    tgt = origins[:, None] + np.arange(horizon)[None, :]                   # (W, H)
+    y = torch.from_numpy(z[np.minimum(tgt, len(z) - 1), 0]).float()
+    return x, y
+
+
+@torch.no_grad()
+def network_forecasts(model: nn.Module, prepared: Prepared, origins: np.ndarray, device: torch.device,
+                      features: np.ndarray | None = None) -> np.ndarray:
+    """(K, H) forecasts in the series' units at ``origins``, each from the L values before it."""
+    z = ((prepared.features() if features is None else features) - prepared.mean) / prepared.std
+    x, _ = windows(z, origins, prepared.lookback, prepared.horizon)
+    model.eval()
+    out = model(x.to(device)).float().cpu().numpy()
+    model.train()
+    return out * prepared.std[0] + prepared.mean[0]
+
+
+class NetworkJob(Job):
+    unit = "win"
+
+    def __init__(self, model: nn.Module, prepared: Prepared, settings: dict[str, Any], device: torch.device):
+        self.model, self.prepared, self.device = model, prepared, device
+        self.modules = {"model": model}
+        self.optimizers = {"main": torch.optim.AdamW(model.parameters(), lr=settings["lr"],
+                                                     weight_decay=settings["weight_decay"])}
+        split = prepared.split
+        z = prepared.scaled()
+        self.x, self.y = (t.to(device) for t in windows(z, split.train_window_origins(), split.lookback, split.horizon))
+        self.val_origins = split.val_window_origins()
+        self.batch_size = settings["batch_size"]
+
+    def epoch_batches(self, epoch: int, generator: torch.Generator):
+        return list(torch.randperm(len(self.x), generator=generator).split(self.batch_size))
+
+    def train_step(self, index: torch.Tensor, ctx: StepContext):
+        index = index.to(self.device)
+        with ctx.autocast():
+            pred = self.model(self.x[index])
+        loss = F.l1_loss(pred.float(), self.y[index])
+        ctx.backward_step(loss, clip=1.0)  # clipping: recurrent gradients can explode on long windows
+        return len(index), {"loss": loss.detach()}
+
+    def validate(self) -> dict[str, float]:
+        if len(self.val_origins) == 0:
+            return {}
+        p = self.prepared
+        forecast = network_forecasts(self.model, p, self.val_origins, self.device)
+        actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
+        scales = backtest_scales(p.series.values, self.val_origins, p.season)
+        m = accuracy(actual, forecast, scales)
+        return {"loss": float(np.mean(np.abs(actual - forecast)) / p.std[0]), "mase": m["test_mase"]}
+
+
+class StatisticalJob(Job):
+    """A baseline in the engine: one epoch of one step, the step being the whole backtest's fits."""
+    unit = "fit"
+
+    def __init__(self, module: StatisticalForecaster, prepared: Prepared):
+        self.module, self.prepared = module, prepared
+        self.modules, self.optimizers = {}, {}
+        self.forecasts: np.ndarray | None = None
+        self.form: dict = {}
+
+    def epoch_batches(self, epoch: int, generator: torch.Generator):
+        return ["fit"]
+
+    def train_step(self, batch: Any, ctx: StepContext):
+        from deepskeptic.tasks.forecast_baselines import backtest
+        p = self.prepared
+        self.forecasts, self.form = backtest(self.module.method, self.module.config, p.series.values,
+                                             p.split.test_origins(), p.horizon, p.season)
+        return 1, {}
+
+    def extra_state(self) -> dict[str, Any]:
+        if self.forecasts is None:
+            return {}
+        import json
+        return {"forecasts": torch.from_numpy(self.forecasts), "form": json.dumps(self.form)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        import json
+        if "forecasts" in state:
+            self.forecasts, self.form = state["forecasts"].numpy(), json.loads(state["form"])
+
+
+def recurrent_flops(model: nn.Module, lookback: int) -> int:
+    """Forward FLOPs for one window (a multiply-add counts 2), counted from the layer shapes."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, (nn.LSTM, nn.RNN)):
+            gates = 4 if isinstance(module, nn.LSTM) else 1
+            for layer in range(module.num_layers):
+                width = module.input_size if layer == 0 else module.hidden_size
+                total += lookback * 2 * gates * module.hidden_size * (width + module.hidden_size)
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+    return total
+
+
+class ForecastTask(Task):
+    name = "forecast"
+    description = "forecast a time series: lstm against rnn, mlp and naive/seasonal-naive/drift/ets/arima/theta"
+    primary_metric = "test_mase"
+    higher_is_better = False
+    default_epochs = 60     # windows are few, so an epoch is a handful of steps
+    default_models = ("naive", "seasonal-naive", "drift", "ets", "arima", "theta", "mlp", "rnn", "lstm")
+    task_defaults = {
+        "target": None,        # CSV column to forecast (the only numeric one when unset)
+        "time_col": None,      # CSV time column (found by name or content when unset; 'none': row order)
+        "freq": None,          # pandas frequency of the time column (inferred when unset)
+        "fill": None,          # interpolate|ffill: fill gaps, missing and non-numeric values instead of failing
+        "covariates": "all",   # other numeric CSV columns fed to the networks as past covariates: all, none, a,b
+        "horizon": None,       # steps forecast at once (default: the data set's; a season, or 8)
+        "lookback": None,      # steps a network sees (default max(2 seasons, 2 horizons), at most half the training span)
+        "season": None,        # seasonal period in steps (default from the frequency: 12 monthly, 4 quarterly...)
+        "origins": 12,         # K: backtest origins, one step apart, the last one H steps before the end
+        "val_origins": None,   # validation origins before the test ones (default a tenth of the history, at most K)
+    }
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--target", help="CSV column to forecast")
+        parser.add_argument("--time-col", help="CSV time column (default: detected; 'none': row order)")
+        parser.add_argument("--freq", help="frequency of the time column, e.g. D, W-SUN, MS, QS, YS (default: inferred)")
+        parser.add_argument("--fill", choices=["interpolate", "ffill"],
+                            help="fill gaps, missing and non-numeric values instead of stopping")
+        parser.add_argument("--covariates", help="other CSV columns the networks see: all (default), none, or a,b")
+        parser.add_argument("--horizon", type=int, help="steps to forecast")
+        parser.add_argument("--lookback", type=int, help="steps of history a network sees")
+        parser.add_argument("--season", type=int, help="seasonal period in steps (default from the frequency)")
+        parser.add_argument("--origins", type=int, help="rolling-origin backtest origins (12)")
+        parser.add_argument("--val-origins", type=int, help="validation origins for the networks")
+
+    # --- data
+    def prepare(self, settings: dict[str, Any]) -> Prepared:
+        from deepskeptic.data.series import load_series
+        for key in ("horizon", "lookback", "season", "origins"):
+            _positive(settings, key)
+        if settings.get("val_origins") is not None and (not isinstance(settings["val_origins"], int)
+                                                        or settings["val_origins"] < 0):
+            raise UserError(f"--val-origins must be a whole number >= 0, got {settings['val_origins']!r}")
+        series = load_series(str(settings["data"]), target=settings.get("target"), time_col=settings.get("time_col"),
+                             freq=settings.get("freq"), fill=settings.get("fill"),
+                             covariates=settings.get("covariates", "all"))
+        horizon = settings.get("horizon") or series.horizon
+        season = settings.get("season") or series.season
+        split = plan(len(series), horizon, season, settings.get("origins") or 12, settings.get("lookback"),
+                     settings.get("val_origins"), series.name)
+        train = np.column_stack([series.values, series.covariates])[:split.train_end]
+        std = train.std(0)
+        return Prepared(series, horizon, split.lookback, season, split, train.mean(0), np.where(std > 0, std, 1.0))
+
+    def model_config(self, model: str, model_settings: dict, prepared: Prepared) -> Any:
+        config_cls = registry.spec(self.name, model).config_cls
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        shape = {"input_size": 1 + prepared.series.covariates.shape[1], "horizon": prepared.horizon,
+                 "lookback": prepared.lookback}
+        return registry.make_config(self.name, model, **{**model_settings, **{k: v for k, v in shape.items() if k in fields}})
+
+    def create_model(self, model: str, model_settings: dict, prepared: Prepared) -> nn.Module:
+        return registry.spec(self.name, model).build(self.model_config(model, model_settings, prepared))
+
+    def build(self, settings, prepared: Prepared, device):
+        model = self.create_model(settings["model"], settings["model_config"], prepared)
+        settings.update(horizon=prepared.horizon, lookback=prepared.lookback, season=prepared.season,
+                        origins=prepared.split.origins, val_origins=prepared.split.val_origins)
+        s = prepared.series
+        info = {"model_config": dataclasses.asdict(self.model_config(settings["model"], settings["model_config"], prepared)),
+                "data_info": {"name": s.name, "source": s.source, "target": s.target, "covariates": s.covariate_names,
+                              "freq": s.freq, "points": len(s), "start": s.time_labels(0, 1)[0],
+                              "end": s.time_labels(len(s) - 1)[0], "notes": s.notes,
+                              "mean": prepared.mean.tolist(), "std": prepared.std.tolist(),
+                              "train_end": prepared.split.train_end, "first_test": prepared.split.first_test}}
+        if isinstance(model, StatisticalForecaster):
+            settings.update(epochs=1, time_budget=None)  # one fit per origin; nothing to train for longer
+            info["flops_per_example"] = None
+            return StatisticalJob(model, prepared), info
+        info["flops_per_example"] = recurrent_flops(model, prepared.lookback)
+        return NetworkJob(model.to(device), prepared, settings, device), info
+
+    def finish(self, run: Run, job: Job, prepared: Prepared, settings, device):
+        p, split = prepared, prepared.split
+        origins = split.test_origins()
+        if isinstance(job, StatisticalJob):
+            forecasts, form = job.forecasts, job.form
+            start = time.perf_counter()
+            from deepskeptic.tasks.forecast_baselines import forecast
+            future = forecast(job.module.method, form, p.series.values, p.horizon, p.season)
+            future_seconds = time.perf_counter() - start
+        else:
+            forecasts, form = network_forecasts(job.model, p, origins, device), {}
+            future = network_forecasts(job.model, p, np.array([len(p.series)]), device,
+                                       features=np.vstack([p.features(), np.zeros((p.horizon, p.features().shape[1]))]))[0]
+            future_seconds = 0.0
+        metrics = evaluate_backtest(p, origins, forecasts)
+        write_backtest(run, p, origins, forecasts, form, future)
+        history = run.history()
+        if history and "val_mase" in history[-1]:
+            metrics["val_mase"] = history[-1]["val_mase"]
+        metrics.update(horizon=p.horizon, lookback=p.lookback, season=p.season, origins=split.origins,
+                       form=form, final_fit_seconds=round(future_seconds, 3))
+        return metrics
+
+    # --- using a finished run
+    def load_model(self, run: Run) -> nn.Module:
+        config = run.config
+        name = config["settings"]["model"]
+        model = registry.spec(self.name, name).build(registry.make_config(self.name, name, **config["model_config"]))
+        if not isinstance(model, StatisticalForecaster):
+            run.load_weights({"model": model})
+        return model.eval()
+
+    def write_report(self, run: Run, prepared: Prepared | None = None, metrics: dict | None = None) -> None:
+        from deepskeptic.tasks.forecast_report import write_run_report
+        write_run_report(self, run, metrics)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        from deepskeptic.data.series import series_datasets
+        return series_datasets()
+
+    def input_shape(self, data: str | None) -> dict[str, Any]:
+        if data is None:
+            return {"features": 1, "horizon": 12, "lookback": 24,
+                    "description": "1 feature, lookback 24, horizon 12; --data for yours"}
+        p = self.prepare({"data": data, **self.task_defaults})
+        f = 1 + p.series.covariates.shape[1]
+        return {"features": f, "horizon": p.horizon, "lookback": p.lookback,
+                "description": f"{f} feature(s), lookback {p.lookback}, horizon {p.horizon} ({data})"}
+
+    def example_model(self, name: str, shape: dict[str, Any]) -> nn.Module:
+        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, name).config_cls)}
+        values = {"input_size": shape["features"], "horizon": shape["horizon"], "lookback": shape["lookback"]}
+        return registry.create(self.name, name, **{k: v for k, v in values.items() if k in fields})
+
+    def seed_independent(self, model: str) -> bool:
+        """Statistical baselines give the same forecasts for every seed: compare runs them once."""
+        return isinstance(self.example_model(model, {"features": 1, "horizon": 1, "lookback": 1}), StatisticalForecaster)
+
+    def evaluate(self, run: Run, data: str | None) -> dict[str, Any]:
+        from deepskeptic.tasks import forecast_use
+        return forecast_use.evaluate(self, run, data)
+
+    def predict(self, run: Run, args: argparse.Namespace) -> int:
+        from deepskeptic.tasks import forecast_use
+        return forecast_use.predict(self, run, args)
+
+    def explain(self, run: Run, args: argparse.Namespace) -> int:
+        from deepskeptic.tasks import forecast_use
+        return forecast_use.explain(self, run, args)
+
+    # --- compare hooks
+    def verdict_pairs(self, per_model: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+        from deepskeptic.tasks.forecast_report import verdict_pairs
+        return verdict_pairs(self, per_model)
+
+    def comparison_sections(self, report, summary: dict) -> None:
+        from deepskeptic.tasks.forecast_report import comparison_sections
+        comparison_sections(self, report, summary)
+
+
+def evaluate_backtest(p: Prepared, origins: np.ndarray, forecasts: np.ndarray) -> dict[str, Any]:
+    actual = np.stack([p.series.values[o:o + p.horizon] for o in origins])
+    return accuracy(actual, forecasts, backtest_scales(p.series.values, origins, p.season))
+
+
+def write_backtest(run: Run, p: Prepared, origins: np.ndarray, forecasts: np.ndarray, form: dict,
+                   future: np.ndarray) -> None:
+    """backtest.json: each origin's forecast and the actual values, the residuals predict's
+    intervals come from, the chosen baseline form and the forecast past the end of the series."""
+    s = p.series
+    actual = np.stack([s.values[o:o + p.horizon] for o in origins])
+    first = max(0, int(origins[0]) - 3 * p.horizon - p.lookback)
+    atomic_write_json(run.path / BACKTEST_FILE, {
+        "origins": origins.tolist(), "origin_labels": s.time_labels(int(origins[0]), int(origins[-1]) + 1),
+        "forecasts": forecasts.tolist(), "actuals": actual.tolist(), "residuals": (actual - forecasts).tolist(),
+        "form": form, "history_start": first, "history_labels": s.time_labels(first), "history": s.values[first:].tolist(),
+        "future_labels": s.time_labels(len(s), len(s) + p.horizon), "future": np.asarray(future).tolist()})
+
+
+def read_backtest(run: Run) -> dict[str, Any]:
+    path = run.path / BACKTEST_FILE
+    if not path.is_file():
+        raise UserError(f"{run.path} has no {BACKTEST_FILE}; it is not a finished forecast run")
+    return read_json(path)

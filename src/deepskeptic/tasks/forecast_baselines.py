@@ -1,0 +1,163 @@
+"""The statistical baselines: fitted at every backtest origin on the data before it, and never trained.
+
+``choose`` picks a method's form once, on the data before the first backtest origin (ETS: trend and
+seasonality by AICc; ARIMA: d by the KPSS test, the seasonal difference by seasonal strength, p and
+q by AIC). ``forecast`` then refits the chosen form's parameters on whatever history it is given.
+Both see only the history passed in, so no baseline can look past its origin.
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any
+
+import numpy as np
+
+METHODS = ("naive", "seasonal-naive", "drift", "ets", "arima", "theta")
+
+
+def seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """y[n - m + (h - 1) mod m] for h = 1..H: the last observed season repeated."""
+    m = season if len(history) >= season else 1
+    return history[len(history) - m + np.arange(horizon) % m].astype(float)
+
+
+def drift(history: np.ndarray, horizon: int) -> np.ndarray:
+    """The last value plus h times the average change over the history."""
+    slope = (history[-1] - history[0]) / max(1, len(history) - 1)
+    return history[-1] + slope * np.arange(1, horizon + 1)
+
+
+def _quiet():
+    context = warnings.catch_warnings()
+    context.__enter__()
+    warnings.simplefilter("ignore")
+    return context
+
+
+def _seasonal_ok(history: np.ndarray, season: int) -> bool:
+    return 2 <= season and len(history) >= 2 * season + 2
+
+
+def _seasonal_strength(history: np.ndarray, season: int) -> float:
+    """Hyndman's strength of seasonality from an STL decomposition: 1 - var(R) / var(S + R)."""
+    from statsmodels.tsa.seasonal import STL
+    result = STL(history, period=season, robust=True).fit()
+    return max(0.0, 1 - np.var(result.resid) / max(1e-12, np.var(result.seasonal + result.resid)))
+
+
+def _ets_model(history, form: dict, season: int):
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+    return ETSModel(history, error="add", trend=form["trend"], damped_trend=form["damped"],
+                    seasonal=form["seasonal"], seasonal_periods=season if form["seasonal"] else None)
+
+
+def _arima_model(history, form: dict):
+    from statsmodels.tsa.arima.model import ARIMA
+    return ARIMA(history, order=tuple(form["order"]), seasonal_order=tuple(form["seasonal_order"]),
+                 trend=form["trend"])
+
+
+def choose(method: str, config: Any, history: np.ndarray, season: int) -> dict:
+    """The form of ``method`` for this series (a JSON-able dict), chosen on ``history`` only."""
+    history = np.asarray(history, float)
+    context = _quiet()
+    try:
+        if method == "ets":
+            return _choose_ets(config, history, season)
+        if method == "arima":
+            return _choose_arima(config, history, season)
+        if method == "theta":
+            return {"period": season if config.deseasonalize and _seasonal_ok(history, season) else 1,
+                    "multiplicative": bool((history > 0).all())}
+        return {}
+    finally:
+        context.__exit__(None, None, None)
+
+
+def _choose_ets(config, history: np.ndarray, season: int) -> dict:
+    trends = [(None, False), ("add", False)] + ([("add", True)] if config.damped else [])
+    seasonals = [None]
+    if config.seasonal and _seasonal_ok(history, season):
+        seasonals += ["add"] + (["mul"] if (history > 0).all() else [])
+    best, best_aicc = None, np.inf
+    for (trend, damped), seasonal in itertools.product(trends, seasonals):
+        form = {"trend": trend, "damped": damped, "seasonal": seasonal}
+        try:
+            aicc = _ets_model(history, form, season).fit(disp=False).aicc
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        if np.isfinite(aicc) and aicc < best_aicc:
+            best, best_aicc = form, aicc
+    return {**(best or {"trend": None, "damped": False, "seasonal": None}), "aicc": _finite(best_aicc)}
+
+
+def _choose_arima(config, history: np.ndarray, season: int) -> dict:
+    from statsmodels.tsa.stattools import kpss
+    seasonal_d = int(config.seasonal and 2 <= season <= 24 and _seasonal_ok(history, season)
+                     and _seasonal_strength(history, season) > 0.64)  # auto.arima's threshold
+    work = history[season:] - history[:-season] if seasonal_d else history
+    d = 0
+    while d < config.max_d:  # difference while KPSS rejects stationarity at 5%
+        p_value = kpss(work, regression="c", nlags="auto")[1]
+        if p_value >= 0.05:
+            break
+        work, d = np.diff(work), d + 1
+    seasonal_order = (0, 1, 1, season) if seasonal_d else (0, 0, 0, 0)
+    trend = "c" if d + seasonal_d == 0 else ("t" if d + seasonal_d == 1 else "n")  # a drift when once differenced
+    best, best_aic = None, np.inf
+    for p, q in itertools.product(range(config.max_p + 1), range(config.max_q + 1)):
+        form = {"order": [p, d, q], "seasonal_order": list(seasonal_order), "trend": trend}
+        try:
+            aic = _arima_model(history, form).fit().aic
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        if np.isfinite(aic) and aic < best_aic:
+            best, best_aic = form, aic
+    return {**(best or {"order": [0, 1, 0], "seasonal_order": [0, 0, 0, 0], "trend": "n"}), "aic": _finite(best_aic)}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def forecast(method: str, form: dict, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """(H,) forecast from ``history`` alone with the chosen ``form``; the naive forecast if a
+    statsmodels fit fails on this history (rare; it keeps a backtest going)."""
+    history = np.asarray(history, float)
+    if method == "naive":
+        return np.full(horizon, history[-1])
+    if method == "seasonal-naive":
+        return seasonal_naive(history, horizon, season)
+    if method == "drift":
+        return drift(history, horizon)
+    context = _quiet()
+    try:
+        if method == "ets":
+            result = _ets_model(history, form, season).fit(disp=False)
+            out = result.forecast(horizon)
+        elif method == "arima":
+            out = _arima_model(history, form).fit().forecast(horizon)
+        elif method == "theta":
+            from statsmodels.tsa.forecasting.theta import ThetaModel
+            model = ThetaModel(history, period=form["period"], deseasonalize=form["period"] > 1,
+                               method="multiplicative" if form["multiplicative"] else "additive")
+            out = model.fit().forecast(horizon)
+        else:
+            raise ValueError(f"unknown statistical method {method}")
+        out = np.asarray(out, float)
+        if out.shape != (horizon,) or not np.isfinite(out).all():
+            raise ValueError("non-finite forecast")
+        return out
+    except (ValueError, np.linalg.LinAlgError, IndexError):
+        return np.full(horizon, history[-1])
+    finally:
+        context.__exit__(None, None, None)
+
+
+def backtest(method: str, config: Any, values: np.ndarray, origins: np.ndarray, horizon: int,
+             season: int) -> tuple[np.ndarray, dict]:
+    """(K, H) forecasts, one per origin from values[:origin], and the form chosen before the first."""
+    form = choose(method, config, values[:origins[0]], season)
+    forecasts = np.stack([forecast(method, form, values[:o], horizon, season) for o in origins])
+    return forecasts, form

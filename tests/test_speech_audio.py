@@ -1,0 +1,259 @@
+"""Speech data and decoding: audio files of every format and rate the tests synthesise, log-mel
+features, the espeak-ng data sets (deterministic, split by voice), CTC decoding, WER and CER,
+SpecAugment and the speech models' shapes."""
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import chirp
+
+from deepskeptic.data import spoken
+from deepskeptic.data.audio import FeatureSettings, load_audio, log_mel
+from deepskeptic.data.audio_sets import load_speech_data, read_manifest
+from deepskeptic.errors import UserError
+from deepskeptic.models import registry
+from deepskeptic.tasks.speech import spec_augment
+from deepskeptic.tasks.speech_text import (beam_decode, cer, check_vocabulary, edit_distance, greedy_decode,
+                                           wer)
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+TINY = spoken.SpokenSpec("tiny", words=("zero", "one", "two"), takes=2, voices=("f3", "m3", "klatt", "Alicia"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids thread-pool hand-offs that dominate on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _peak_hz(x: np.ndarray, rate: int = 16000) -> float:
+    spectrum = np.abs(np.fft.rfft(x))
+    return float(np.argmax(spectrum) * rate / len(x))
+
+
+# ------------------------------------------------------------------ decoding
+
+@pytest.mark.parametrize("fmt,ext", [("WAV", "wav"), ("FLAC", "flac"), ("OGG", "ogg")])
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_every_format_and_rate_decodes_to_16k_mono(tmp_path, fmt, ext, rate):
+    path = tmp_path / f"tone.{ext}"
+    sf.write(path, _tone(1000.0, 0.5, rate), rate, format=fmt)
+    x = load_audio(path)
+    assert x.dtype == np.float32 and x.ndim == 1
+    assert abs(len(x) - 8000) <= 2                      # 0.5 s at 16 kHz
+    assert abs(_peak_hz(x) - 1000.0) < 5                 # the tone survives resampling
+    assert np.abs(x).max() <= 1.0
+
+
+def test_stereo_is_averaged_and_sweep_keeps_its_length(tmp_path):
+    rate = 44100
+    t = np.arange(rate) / rate
+    sweep = chirp(t, f0=100, t1=1.0, f1=6000).astype(np.float32) * 0.4
+    left_only = np.stack([sweep, np.zeros_like(sweep)], axis=1)
+    sf.write(tmp_path / "stereo.wav", left_only, rate)
+    x = load_audio(tmp_path / "stereo.wav")
+    assert abs(len(x) - 16000) <= 2
+    assert 0.18 < np.abs(x).max() < 0.22                 # (left + right) / 2
+
+
+def test_silence_gives_finite_features(tmp_path):
+    sf.write(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
+    feats = log_mel(load_audio(tmp_path / "silence.wav"))
+    assert feats.shape == (101, 40) and torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("samples,frames", [(16000, 101), (8000, 51), (100, 3), (560, 4)])
+def test_feature_shapes(samples, frames):
+    feats = log_mel(np.random.default_rng(0).standard_normal(samples).astype(np.float32) * 0.1,
+                    FeatureSettings(n_mels=24))
+    assert feats.shape == (frames, 24)
+    if frames > 1:  # per-utterance normalisation: one mean and one std over all frames and bands
+        assert abs(float(feats.mean())) < 1e-4 and abs(float(feats.std(unbiased=False)) - 1) < 1e-3
+
+
+def test_louder_recording_gives_the_same_features():
+    x = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.05
+    assert torch.allclose(log_mel(x), log_mel(x * 10), atol=2e-2)  # up to the log floor
+
+
+def test_bad_audio_files_are_named(tmp_path):
+    (tmp_path / "zero.wav").write_bytes(b"")
+    with pytest.raises(UserError, match=r"zero\.wav.*empty"):
+        load_audio(tmp_path / "zero.wav")
+    sf.write(tmp_path / "nosamples.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(UserError, match=r"nosamples\.wav.*empty"):
+        load_audio(tmp_path / "nosamples.wav")
+    (tmp_path / "text.wav").write_text("not audio at all\n")
+    with pytest.raises(UserError, match=r"text\.wav.*not readable audio"):
+        load_audio(tmp_path / "text.wav")
+    with pytest.raises(UserError, match="does not exist"):
+        load_audio(tmp_path / "missing.flac")
+
+
+# ------------------------------------------------------------------ spoken sets
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    return spoken.synthesise(tmp_path_factory.mktemp("spoken") / "tiny", TINY, seed=0, progress=False)
+
+
+def _rows(manifest):
+    with open(manifest, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@needs_espeak
+def test_synthesis_is_deterministic_for_a_seed(tiny_set, tmp_path):
+    again = spoken.synthesise(tmp_path / "again", TINY, seed=0, progress=False)
+    other = spoken.synthesise(tmp_path / "other", TINY, seed=1, progress=False)
+    assert _rows(again) == _rows(tiny_set)
+    first = _rows(tiny_set)[0]["path"]
+    assert (again.parent / first).read_bytes() == (tiny_set.parent / first).read_bytes()
+    assert _rows(other) != _rows(tiny_set)
+
+
+@needs_espeak
+def test_spoken_set_is_split_by_voice_and_never_leaks(tiny_set):
+    rows = _rows(tiny_set)
+    assert len(rows) == 4 * 3 * 2 and {r["transcript"] for r in rows} == {"zero", "one", "two"}
+    voices = {part: {r["speaker"] for r in rows if r["split"] == part} for part in ("train", "val", "test")}
+    assert all(voices.values()) and sum(map(len, voices.values())) == 4
+    assert not (voices["train"] & voices["test"]) and not (voices["train"] & voices["val"])
+    assert not (voices["val"] & voices["test"])
+    data = load_speech_data(str(tiny_set), progress=False)
+    assert data.split_by == "manifest"
+    heard = {data.speakers[i] for i in data.splits["train"].tolist()}
+    assert heard.isdisjoint(data.speakers[i] for i in data.splits["test"].tolist())
+    assert data.feats.shape[1] == 40 and int(data.lengths.sum()) == len(data.feats)
+    x = load_audio(tiny_set.parent / rows[0]["path"])
+    assert 0.3 < len(x) / 16000 < 3
+
+
+@needs_espeak
+def test_manifest_with_speakers_is_split_by_speaker(tiny_set, tmp_path):
+    rows = _rows(tiny_set)
+    manifest = tmp_path / "mine.csv"
+    manifest.write_text("path,transcript,speaker\n" + "".join(
+        f"{tiny_set.parent / r['path']},{r['transcript']},{r['speaker']}\n" for r in rows))
+    data = load_speech_data(str(manifest), val_split=0.25, test_split=0.25, progress=False)
+    assert data.split_by == "speaker"
+    parts = {k: {data.speakers[i] for i in v.tolist()} for k, v in data.splits.items()}
+    assert parts["train"] and parts["val"] and parts["test"]
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"])
+
+
+def test_headerless_manifest_and_bad_rows(tmp_path):
+    sf.write(tmp_path / "a.wav", _tone(440, 0.3, 16000), 16000)
+    (tmp_path / "plain.csv").write_text("a.wav,hello there\n")
+    (u,) = read_manifest(tmp_path / "plain.csv")
+    assert u.transcript == "hello there" and u.path == tmp_path / "a.wav"
+    (tmp_path / "nowhere.csv").write_text("path,transcript\na.wav,yes\nmissing.wav,no\n")
+    with pytest.raises(UserError, match=r"row 3 points to 'missing.wav', which does not exist"):
+        read_manifest(tmp_path / "nowhere.csv")
+    (tmp_path / "empty.csv").write_text("path,transcript\n")
+    with pytest.raises(UserError, match="lists no recordings"):
+        read_manifest(tmp_path / "empty.csv")
+
+
+def test_missing_espeak_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(spoken.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="espeak-ng is not installed.*apt-get install espeak-ng"):
+        spoken.espeak()
+
+
+# ------------------------------------------------------------------ CTC decoding, WER, CER
+
+def _table(rows: list[list[float]], symbols: str = "_a") -> torch.Tensor:
+    """(T, 29) log-probabilities from rows over ``symbols`` ('_' the blank, letters a-z)."""
+    from deepskeptic.tasks.speech_text import SYMBOLS, VOCAB_SIZE
+    p = torch.full((len(rows), VOCAB_SIZE), 1e-12)
+    for t, row in enumerate(rows):
+        for s, value in zip(symbols, row):
+            p[t, 0 if s == "_" else SYMBOLS[s]] = value
+    return (p / p.sum(1, keepdim=True)).log()
+
+
+def test_greedy_merges_repeats_and_drops_blanks():
+    table = _table([[0, 1, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], "_lo")
+    assert greedy_decode(table) == "llo"
+    assert greedy_decode(table, length=2) == "l"
+
+
+def test_beam_search_sums_paths_that_greedy_misses():
+    # Greedy takes the blank twice -> "". But P("a") = .4*.4 + .4*.6 + .6*.4 = .64 > P("") = .36.
+    table = _table([[0.6, 0.4], [0.6, 0.4]])
+    assert greedy_decode(table) == ""
+    text, confidence = beam_decode(table, beam=4)
+    assert text == "a" and confidence == pytest.approx(0.64, abs=1e-6)
+
+
+def test_beam_search_needs_a_blank_between_repeated_letters():
+    table = _table([[0.05, 0.9, 0.05], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]], "_lo")
+    assert beam_decode(table, beam=8)[0] == "llo"
+    assert beam_decode(_table([[0.05, 0.9, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]], "_lo"))[0] == "lo"
+
+
+def test_wer_and_cer_on_hand_computed_examples():
+    assert edit_distance(list("kitten"), list("sitting")) == 3
+    assert wer(["three seven one"], ["three one"]) == pytest.approx(1 / 3)            # one deletion
+    assert wer(["three seven one"], ["tree seven one one"]) == pytest.approx(2 / 3)   # substitution + insertion
+    assert wer(["one two", "three"], ["one two", "four"]) == pytest.approx(1 / 3)     # corpus level: 1 of 3 words
+    assert wer(["Seven  Nine"], ["seven nine"]) == 0.0                               # case and spaces normalised
+    assert cer(["abc"], ["abd"]) == pytest.approx(1 / 3)
+    assert cer(["one two"], ["one to"]) == pytest.approx(1 / 7)
+
+
+def test_characters_outside_the_vocabulary_are_named():
+    check_vocabulary(["it's seven"], ["row 2"])
+    with pytest.raises(UserError, match=r"row 5: transcript '3 7' has character\(s\) '3' '7' outside the vocabulary"):
+        check_vocabulary(["one", "3 7"], ["row 4", "row 5"])
+
+
+# ------------------------------------------------------------------ SpecAugment and models
+
+def test_spec_augment_masks_within_each_utterance_from_torch_rng():
+    x = torch.ones(4, 50, 40)
+    lengths = torch.tensor([50, 40, 20, 10])
+    torch.manual_seed(3)
+    a = spec_augment(x, lengths, time_fraction=0.2)
+    torch.manual_seed(3)
+    assert torch.equal(a, spec_augment(x, lengths, time_fraction=0.2))
+    assert ((a == 0) | (a == 1)).all() and (a == 0).any()
+    for i, n in enumerate(lengths.tolist()):
+        masked_bands = (a[i, :n] == 0).all(0).sum()
+        assert masked_bands <= 16
+        masked_frames = (a[i, :n] == 0).all(1).sum()
+        assert masked_frames <= 2 * int(n * 0.2)
+
+
+@pytest.mark.parametrize("name", registry.names("speech"))
+def test_every_speech_model_maps_padded_batches(name):
+    spec = registry.spec("speech", name)
+    kwargs = {"n_mels": 40, "num_classes": 5} if spec.config_cls.output == "class" else {"n_mels": 40}
+    model = registry.create("speech", name, **kwargs).eval()
+    x, lengths = torch.randn(3, 37, 40), torch.tensor([37, 20, 5])
+    out = model(x, lengths)
+    if spec.config_cls.output == "class":
+        assert out.shape == (3, 5)
+        if name != "cnn":  # packed LSTM and masked pooling ignore the padding exactly
+            alone = model(x[1:2, :20], lengths[1:2])
+            assert torch.allclose(out[1], alone[0], atol=1e-5)
+    else:
+        log_probs, out_lengths = out
+        assert log_probs.shape == (3, 19, 29) and out_lengths.tolist() == [19, 10, 3]
+        assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, 19), atol=1e-4)
