@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*")
     p.add_argument("--out", help="folder for the pictures (default RUN/explain)")
     p.add_argument("--text", help="text to explain (text tasks)")
-    p.add_argument("--cells", help="LSTM units to show, comma-separated (text tasks; default: the most active)")
+    p.add_argument("--cells", help="LSTM units to show, comma-separated (text and forecast tasks; default: the most active)")
 
     p = sub.add_parser("report", help="re-render report.html of a run or comparison folder")
     p.add_argument("folder")

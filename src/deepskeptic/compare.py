@@ -35,7 +35,7 @@ def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, m
     prepared = task.prepare(resolved[(models[0], 0)])  # once: every run sees the same data
     out.mkdir(parents=True, exist_ok=True)
     for model in models:
-        for seed in range(seeds):
+        for seed in range(_seeds_for(task, model, seeds)):
             run_dir = out / f"{model}-seed{seed}"
             if (run_dir / "metrics.json").is_file():
                 continue
@@ -70,6 +70,13 @@ def _check_reusable(task: Task, run_dir: Path, settings: dict[str, Any]) -> None
                         "repeat its flags to reuse it, or choose another --out")
 
 
+def _seeds_for(task: Task, model: str, seeds: int) -> int:
+    """Optional task hook ``seed_independent(model)``: models whose results do not depend on the
+    seed (statistical baselines) run once, and their spread is zero."""
+    hook = getattr(task, "seed_independent", None)
+    return 1 if hook is not None and hook(model) else seeds
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -78,7 +85,7 @@ def summarise(task: Task, out: Path, models: list[str], seeds: int) -> dict:
     metric = task.primary_metric
     per_model: dict[str, Any] = {}
     for model in models:
-        runs = [out / f"{model}-seed{seed}" for seed in range(seeds)]
+        runs = [out / f"{model}-seed{seed}" for seed in range(_seeds_for(task, model, seeds))]
         metrics = [read_json(r / "metrics.json") for r in runs]
         mean, std = _mean_std([m[metric] for m in metrics])
         per_model[model] = {
@@ -101,20 +108,24 @@ def verdicts(task: Task, per_model: dict[str, Any], seeds: int) -> list[str]:
     sign = 1 if task.higher_is_better else -1
     deep = [m for m, s in per_model.items() if s["role"] == "deep"]
     simpler = [m for m, s in per_model.items() if s["role"] != "deep"]
+    # Optional task hook ``verdict_pairs(per_model)``: [(model, {reference: label})] when a task
+    # compares other pairs than each deep model against every simpler one.
+    hook = getattr(task, "verdict_pairs", None)
+    pairs = hook(per_model) if hook is not None else [(d, {b: b for b in simpler}) for d in deep]
     sentences = []
-    for d in deep:
+    for d, references in pairs:
         parts = []
-        for b in simpler:
+        for b, label in references.items():
             gap = sign * (per_model[d][f"{metric}_mean"] - per_model[b][f"{metric}_mean"])
             spread = max(per_model[d][f"{metric}_std"], per_model[b][f"{metric}_std"])
             if seeds < 2:
-                parts.append(f"{'ahead of' if gap > 0 else 'behind'} {b} by {abs(gap):.4g} (one seed: spread unknown)")
+                parts.append(f"{'ahead of' if gap > 0 else 'behind'} {label} by {abs(gap):.4g} (one seed: spread unknown)")
             elif gap > spread:
-                parts.append(f"beats {b} by {gap:.4g}, more than the seed spread ({spread:.2g})")
+                parts.append(f"beats {label} by {gap:.4g}, more than the seed spread ({spread:.2g})")
             elif gap < -spread:
-                parts.append(f"loses to {b} by {-gap:.4g}, more than the seed spread ({spread:.2g})")
+                parts.append(f"loses to {label} by {-gap:.4g}, more than the seed spread ({spread:.2g})")
             else:
-                parts.append(f"is within the seed spread of {b} (gap {gap:+.4g}, spread {spread:.2g})")
+                parts.append(f"is within the seed spread of {label} (gap {gap:+.4g}, spread {spread:.2g})")
         if parts:
             sentences.append(f"{d} ({metric} {per_model[d][f'{metric}_mean']:.4g}) " + "; ".join(parts) + ".")
     if seeds < 2 and sentences:

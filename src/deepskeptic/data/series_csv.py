@@ -23,7 +23,7 @@ from deepskeptic.data.series import (Series, default_horizon, fill_missing, form
 from deepskeptic.errors import UserError, unknown_name
 
 MISSING = {"", "na", "nan", "null", "none", "n/a", "#n/a", "missing", "."}
-TIME_NAMES = ("time", "date", "datetime", "timestamp", "ds", "period", "year", "month", "week", "day")
+TIME_NAMES = ("time", "date", "datetime", "timestamp", "ds", "period", "year", "month", "week", "day", "t", "step")
 _QUARTER = re.compile(r"^(\d{4})[-\s]?Q([1-4])$", re.IGNORECASE)
 _INTEGER = re.compile(r"^[+-]?\d+$")
 SHOWN = 5  # examples named per kind of problem; the rest are counted

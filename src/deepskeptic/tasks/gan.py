@@ -99,6 +99,7 @@ class GanJob(Job):
         self.channels_last = device.type == "cuda"   # NHWC: faster convolutions on tensor cores
         self.x_train = x_train.to(device)                                    # (N, C, S, S) uint8
         self.batch_size = settings["batch_size"]
+        self.epoch_images = settings.get("epoch_images") or len(x_train)
         self.objective = settings["objective"]
         self.d_steps = settings["d_steps"]
         self.win_steps = settings["d_win_steps"]
@@ -111,7 +112,8 @@ class GanJob(Job):
         self.epochs_done = 0
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
-        order = torch.randperm(len(self.x_train), generator=generator).to(self.device)
+        # an epoch is a random ``epoch_images`` of the training images, drawn without replacement
+        order = torch.randperm(len(self.x_train), generator=generator)[:self.epoch_images].to(self.device)
         full = len(order) // self.batch_size
         return list(order[:full * self.batch_size].view(full, self.batch_size))  # drop the ragged tail
 
@@ -203,6 +205,8 @@ class GanTask(Task):
         "image_size": None,     # pixels per side; default the data's own (dcgan makes 8, 16, 28, 32, 64, 128)
         "classes": None,        # comma-separated class names to keep (default: all)
         "limit": None,          # at most this many training images (a fixed subset; quick tries)
+        "epoch_images": 10000,  # images per epoch (a random draw): a grid and an FD every ~10k images, since
+                                # a GAN's epochs mark progress, not passes (a 2-core CPU does ~1 pass in 10 min)
         "objective": "ns",      # 'ns' non-saturating (Goodfellow et al. 2014) or 'hinge' (steadier at times)
         "d_steps": 1,           # discriminator steps per generator step
         "d_win_steps": 1000,    # stop when D wins outright this many steps in a row (0: never stop)
@@ -216,6 +220,8 @@ class GanTask(Task):
         parser.add_argument("--image-size", type=int, help="resize images to this many pixels per side")
         parser.add_argument("--classes", help="comma-separated class names to keep, e.g. sneaker,sandal")
         parser.add_argument("--limit", type=int, help="use at most this many training images")
+        parser.add_argument("--epoch-images", type=int, help="training images per epoch, drawn at random "
+                            "(10000; the whole set when smaller)")
         parser.add_argument("--objective", choices=["ns", "hinge"], help="adversarial loss (ns)")
         parser.add_argument("--d-steps", type=int, help="discriminator steps per generator step (1)")
         parser.add_argument("--d-win-steps", type=int, help="stop after the discriminator wins outright "
@@ -226,7 +232,7 @@ class GanTask(Task):
         parser.add_argument("--fd-samples", type=int, help="images per side for FD, precision, recall (2000)")
 
     def check_settings(self, settings: dict[str, Any]) -> None:
-        for key in ("d_steps", "judge_epochs", "judge_limit", "fd_samples", "limit", "image_size"):
+        for key in ("d_steps", "judge_epochs", "judge_limit", "fd_samples", "limit", "image_size", "epoch_images"):
             value = settings.get(key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise UserError(f"--{key.replace('_', '-')} must be a positive whole number, got {value!r}")

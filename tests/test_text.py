@@ -1,0 +1,143 @@
+"""Behaviour tests for text classification (task text), on small CSV files and folders the tests write."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepskeptic.cli import main
+from deepskeptic.data.text import fortunes_dir, hash_side, load_labelled
+from deepskeptic.errors import UserError
+
+TOPICS = {"sport": "ball goal team match score player win league coach".split(),
+          "food": "bread cheese apple soup cook taste salt dinner spoon".split(),
+          "tech": "computer code bug server linux data chip network byte".split()}
+FILLER = "the a of and to is in it very really".split()
+FAST = ["--epochs", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; a second one only waits (badly, on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _docs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = rng.choice(sorted(TOPICS))
+        words = [rng.choice(TOPICS[label] if rng.random() < 0.5 else FILLER) for _ in range(rng.randint(4, 12))]
+        out.append((" ".join(words) + f" {i}", label))
+    return out
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "docs.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "body", "topic"])
+        for i, (text, label) in enumerate(_docs(300)):
+            w.writerow([i, text, label])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_lstm(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    path.write_text("lr = 0.01\n[model]\nhidden = 16\nembed = 8\n")
+    return path
+
+
+def test_csv_train_predict_evaluate_and_compare(table, tiny_lstm, tmp_path, capsys):
+    cols = ["--text-col", "body", "--label-col", "topic"]
+    out = tmp_path / "cmp"
+    assert main(["compare", "text", "--data", str(table), *cols, "--seeds", "1", "--out", str(out), *FAST]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["models"]) == {"logreg", "mlp", "lstm"} and summary["metric"] == "test_accuracy"
+    logreg = out / "logreg-seed0"
+    metrics = json.loads((logreg / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.8 and {"test_macro_f1", "confusion_matrix"} <= set(metrics)
+    assert len(metrics["confusion_matrix"]) == 3 and (logreg / "features.json").is_file()
+    capsys.readouterr()
+    assert main(["predict", str(logreg), "the server has a bug in the code", "cheese soup", "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    assert [p["top"][0]["class"] for p in predictions] == ["tech", "food"]
+    assert main(["evaluate", str(logreg)]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    # the character LSTM, its prediction and its gates
+    run = tmp_path / "lstm"
+    assert main(["train", "text", "--data", str(table), *cols, "--model", "lstm", "--config", str(tiny_lstm),
+                 "--out", str(run), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), "goal goal team"]) == 0
+    assert capsys.readouterr().out.startswith("'goal goal team': ")
+    assert main(["explain", str(run), "--text", "a goal"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 7
+    assert main(["explain", str(logreg), "--text", "a goal"]) == 2
+
+
+def test_folder_per_class(tmp_path, tiny_lstm):
+    root = tmp_path / "docs"
+    for i, (text, label) in enumerate(_docs(120, seed=1)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        (root / label / f"{i}.txt").write_text(text)
+    (root / "food" / "image.bin").write_bytes(b"\x00\x01binary")
+    data = load_labelled(str(root))
+    assert data.classes == ["food", "sport", "tech"] and data.skipped == 1
+    assert sum(len(v) for v in data.texts.values()) == 120
+    assert main(["train", "text", "--data", str(root), "--model", "mlp", "--out", str(tmp_path / "run"), *FAST]) == 0
+
+
+def test_hash_split_keeps_duplicates_together(tmp_path):
+    path = tmp_path / "dups.csv"
+    rows = [(t, lab) for t, lab in _docs(200)] + [("the very same text", "food")] * 30
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    data = load_labelled(str(path))
+    sides = {side for side in data.texts if "the very same text" in data.texts[side]}
+    assert len(sides) == 1 and sides == {hash_side("the very same text", 0.1, 0.15)}
+    assert data.texts == load_labelled(str(path)).texts             # the split never changes
+
+
+@pytest.mark.skipif(fortunes_dir() is None, reason="Debian package fortunes not installed")
+def test_fortunes_categories():
+    data = load_labelled("fortunes-categories")
+    assert len(data.classes) > 40 and {"art", "computers", "love", "science"} <= set(data.classes)
+    n = sum(len(v) for v in data.texts.values())
+    assert n > 10_000 and 0.1 < len(data.texts["test"]) / n < 0.2
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("rows, flags, message", [
+    ([["text", "label"]] + [[f"doc {i}", "only"] for i in range(20)], [], "single class"),
+    ([["text", "label"], ["a", "b"]], ["--text-col", "body"], "unknown column (--text-col)"),
+    (None, [], "empty"),
+    ("binary", [], "binary"),
+])
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys, rows, flags, message):
+    path = tmp_path / "bad.csv"
+    if rows is None:
+        path.write_bytes(b"")
+    elif rows == "binary":
+        path.write_bytes(b"PK\x03\x04\x00\x00" * 50)
+    else:
+        _write_csv(path, rows)
+    assert main(["train", "text", "--data", str(path), "--model", "logreg", *flags, "--out", str(tmp_path / "r"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    with pytest.raises(UserError, match="val-split"):
+        load_labelled(str(path), val_split=1.5)
