@@ -1,7 +1,8 @@
 """GAN training throughput on synthetic images, through the task's own training step.
 
-  CycleGAN at 256x256 RGB: deepskeptic's defaults on CUDA (bf16 autocast, channels_last, a large
-  batch) against the reference recipe (fp32, contiguous NCHW, batch 1), same networks, same step;
+  CycleGAN at 256x256 RGB: deepskeptic's defaults on CUDA (bf16 autocast, channels_last, batch 8;
+  --batches 8,16,32 sweeps, --compile adds torch.compile) against the reference recipe (fp32 with
+  PyTorch's default TF32 convolutions, contiguous NCHW, batch 1), same networks, same step;
   DCGAN at 64x64 RGB with the defaults. Prints one JSON line. On an H100 the whole run takes well
   under two minutes.
 
@@ -88,7 +89,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=int, default=256, help="CycleGAN image side (256, the paper's)")
-    p.add_argument("--batches", default="16", help="CycleGAN batch sizes for the fast recipe, comma-separated")
+    p.add_argument("--batches", default="8", help="CycleGAN batch sizes for the fast recipe, comma-separated; "
+                   "the first is the one the speedup uses (8: the cyclegan model's default)")
     p.add_argument("--dcgan-size", type=int, default=64)
     p.add_argument("--dcgan-batch", type=int, default=128, help="DCGAN batch (the paper's 128)")
     p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per configuration")
@@ -105,11 +107,13 @@ def main() -> None:
         fast.append(cyclegan(device, args.size, int(args.batches.split(",")[-1]), True, device.type == "cuda",
                              args.warmup, args.seconds, compile_=True))
     best = max(fast, key=lambda r: r["images_per_s"])
+    base = reference["images_per_s"]
     result = {
         "benchmark": "gan_throughput", "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)", "torch": torch.__version__,
         f"cyclegan_{args.size}": {"reference": reference, "fast": fast,
-                                  "speedup": round(best["images_per_s"] / reference["images_per_s"], 2)},
+                                  "speedup": round(fast[0]["images_per_s"] / base, 2),
+                                  "best_speedup": round(best["images_per_s"] / base, 2)},
         f"dcgan_{args.dcgan_size}": dcgan(device, args.dcgan_size, args.dcgan_batch, True, args.warmup, args.seconds),
     }
     result["seconds"] = round(time.perf_counter() - start, 1)

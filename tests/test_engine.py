@@ -83,7 +83,7 @@ def test_time_budget_stops_near_budget_and_schedule_spans_it(tmp_path):
     history = _fit(job, tmp_path, time_budget=budget, warmup=0.1)
     wall = time.monotonic() - start
     trained = history[-1]["train_seconds"]
-    assert budget <= trained < budget + 0.4, trained  # stops at the first step past the budget
+    assert budget <= trained < budget + 0.5, trained  # stops at the first step past the budget
     # validation is not counted: it took val seconds after each epoch on top of the training time
     assert wall >= trained + val * len(history) - 0.05
     assert max(job.lrs) > 0.7                      # the warm-up reached (nearly) the peak LR

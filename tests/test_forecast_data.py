@@ -61,7 +61,7 @@ def test_time_col_flag_none_and_unknown(tmp_path):
     assert s.freq == "step" and s.covariate_names == ["a"]
     s = load_series(path, target="b", time_col="a")
     assert s.time_labels(0, 2) == ["0", "1"]
-    with pytest.raises(UserError, match="unknown time column.*'b'"):
+    with pytest.raises(UserError, match="no time column .bb.: did you mean .b."):
         load_series(path, time_col="bb")
 
 
@@ -70,7 +70,7 @@ def test_target_must_be_chosen_exist_and_be_numeric(tmp_path):
     path = write(tmp_path, "date,x,y,name\n" + rows)
     with pytest.raises(UserError, match="2 numeric columns.*--target"):
         load_series(path)
-    with pytest.raises(UserError, match="unknown target column"):
+    with pytest.raises(UserError, match="no target column .z."):
         load_series(path, target="z")
     with pytest.raises(UserError, match="'name' is not numeric.*'shop' on line 2"):
         load_series(path, target="name")

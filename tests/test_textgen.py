@@ -82,7 +82,7 @@ def _job(text: str, batch: int = 3, seq_len: int = 5, hidden: int = 6):
     torch.manual_seed(0)
     model = CharLM(CharLMConfig(vocab_size=len(vocab), embed=4, hidden=hidden, layers=1, dropout=0.0), "lstm")
     settings = {"compile": False, "weight_decay": 0.0, "lr": 1e-2, "seq_len": seq_len, "batch_size": batch,
-                "clip": 1.0, "epoch_chars": 10 ** 9}
+                "clip": 1.0, "epoch_chars": 10 ** 9, "keep_best": True}
     return TextGenJob(model, prepared, settings, torch.device("cpu")), ids
 
 

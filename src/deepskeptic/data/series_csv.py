@@ -11,6 +11,7 @@ fill can say which row is right.
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 import re
 import warnings
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from deepskeptic.data.series import (Series, default_horizon, fill_missing, format_time, season_of)
-from deepskeptic.errors import UserError, unknown_name
+from deepskeptic.errors import UserError
 
 MISSING = {"", "na", "nan", "null", "none", "n/a", "#n/a", "missing", "."}
 TIME_NAMES = ("time", "date", "datetime", "timestamp", "ds", "period", "year", "month", "week", "day", "t", "step")
@@ -67,6 +68,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return header, rows
 
 
+def _unknown_column(path: Path, role: str, name: str, valid: list[str]) -> UserError:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    return UserError(f"{path} has no {role} column {name!r}: {suggestion}its columns are {', '.join(valid)}")
+
+
 def _number(cell: str) -> float | None:
     try:
         value = float(cell)
@@ -100,7 +107,7 @@ def _time_column(path: Path, header: list[str], rows, time_col: str | None) -> s
         if time_col.lower() == "none":
             return None
         if time_col not in header:
-            raise unknown_name(f"time column in {path}", time_col, header)
+            raise _unknown_column(path, "time", time_col, header)
         return time_col
     for name in header:
         if name.lower() in TIME_NAMES:
@@ -171,7 +178,7 @@ def read_series_csv(path: Path, *, target: str | None, time_col: str | None, fre
                             f"choose the one to forecast with --target")
         target = numeric[0]
     elif target not in others:
-        raise unknown_name(f"target column in {path}", target, others)
+        raise _unknown_column(path, "target", target, others)
     elif target not in numeric:
         bad = next((r, c) for r, c in zip(lines, column[target]) if c.lower() not in MISSING and _number(c) is None)
         raise UserError(f"{path}: column {target!r} is not numeric (e.g. {bad[1]!r} on line {bad[0]}); "
@@ -184,7 +191,11 @@ def read_series_csv(path: Path, *, target: str | None, time_col: str | None, fre
         cov_names = [c.strip() for c in covariates.split(",") if c.strip()]
         for c in cov_names:
             if c not in others or c == target:
-                raise unknown_name(f"covariate column in {path}", c, [h for h in others if h != target])
+                valid = [h for h in others if h != target]
+                if not valid:
+                    raise UserError(f"{path} has no covariate column {c!r} (its columns: {', '.join(header)}); "
+                                    f"give data with that column, or --covariates none")
+                raise _unknown_column(path, "covariate", c, valid)
             if c not in numeric:
                 raise UserError(f"{path}: covariate column {c!r} is not numeric; leave it out of --covariates")
 
@@ -293,16 +304,36 @@ def _datetime_grid(path: Path, times, freq: str | None, lines: np.ndarray):
     if not candidates:
         raise UserError(f"{path}: could not infer the frequency of the time column; pass --freq "
                         f"(for example D, W-SUN, MS, QS, YS, h)")
-    checked = [(f, _on_grid(times, f)) for f in candidates]
-    valid = [(f, r) for f, r in checked if r is not None]
-    if not valid:
+    sized = sorted((size, i, f) for i, f in enumerate(candidates) if (size := _grid_size(times, f)) is not None)
+    if not sized:
         raise UserError(f"--freq {freq!r} is not a pandas frequency; use for example D, W-SUN, MS, QS, YS, h")
-    fitting = [(f, r) for f, r in valid if r[0].all()]
-    if not fitting:
-        f, (mask, _) = valid[0]
-        off = [(int(n), t) for n, t, ok in zip(lines, times, mask) if not ok]
-        raise UserError(f"{path}: {len(off)} timestamp(s) are not on the {f} grid from {_label(times[0], False)}: "
-                        + ", ".join(f"{_label(t, False)} on line {n}" for n, t in off[:SHOWN])
-                        + "; pass the right --freq or fix those rows")
-    f, (mask, grid) = min(fitting, key=lambda fr: len(fr[1][1]))  # the tightest grid that holds every row
-    return f, grid.get_indexer(times), grid
+    valid = []
+    for size, _, f in sized:  # the tightest grid that holds every row wins; far finer grids are never built
+        if freq is None and size > 50 * len(times) + 1000:
+            break
+        result = _on_grid(times, f)
+        if result is not None:
+            valid.append((f, result))
+            if result[0].all():
+                mask, grid = result
+                return f, grid.get_indexer(times), grid
+    if not valid:
+        raise UserError(f"{path}: could not infer the frequency of the time column; pass --freq "
+                        f"(for example D, W-SUN, MS, QS, YS, h)")
+    f, (mask, _) = next(((f, r) for f, r in valid if f == candidates[0]), valid[0])  # name the rows off it
+    off = [(int(n), t) for n, t, ok in zip(lines, times, mask) if not ok]
+    raise UserError(f"{path}: {len(off)} timestamp(s) are not on the {f} grid from {_label(times[0], False)}: "
+                    + ", ".join(f"{_label(t, False)} on line {n}" for n, t in off[:SHOWN])
+                    + "; pass the right --freq or fix those rows")
+
+
+def _grid_size(times, freq: str) -> int | None:
+    """About how many points a ``freq`` grid from the first to the last timestamp has (None: not a
+    frequency pandas knows)."""
+    from pandas.tseries.frequencies import to_offset
+    try:
+        offset = to_offset(freq)
+        step = (times[0] + offset) - times[0]
+    except (ValueError, TypeError):
+        return None
+    return int((times[-1] - times[0]) / step) + 1 if step.total_seconds() > 0 else None

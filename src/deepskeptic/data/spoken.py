@@ -247,8 +247,8 @@ def synthesise(dest: str | Path, spec: SpokenSpec, *, seed: int = 0, progress: b
 
     workers = workers or min(8, (os.cpu_count() or 2) * 2)  # espeak-ng runs in its own process
     with ThreadPoolExecutor(workers) as pool:
-        for _ in tqdm(pool.map(work, plan), total=len(plan), desc=f"synthesising {spec.name}",
-                      unit="utt", disable=not progress, dynamic_ncols=True):
+        for _ in tqdm(pool.map(work, plan), total=len(plan), desc=f"synthesising {spec.name}", unit="utt",
+                      disable=not progress, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 10):
             pass
     columns = list(plan[0])
     buffer = io.StringIO()

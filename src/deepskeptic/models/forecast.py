@@ -82,9 +82,9 @@ class WindowMLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = cfg.input_size * cfg.lookback
-        for hidden in cfg.hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
-            width = hidden
+        for _ in range(cfg.layers):
+            layers += [nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            width = cfg.hidden
         layers.append(nn.Linear(width, cfg.horizon))
         self.net = nn.Sequential(*layers)
         self.level_relative = cfg.level_relative
@@ -99,7 +99,8 @@ class MLPConfig:
     input_size: int = 1
     lookback: int = 24           # window length: the MLP sees it flattened, so it is part of its shape
     horizon: int = 12
-    hidden: tuple[int, ...] = (128, 128)
+    hidden: int = 128            # units per hidden layer
+    layers: int = 2              # hidden layers
     dropout: float = 0.1
     level_relative: bool = True
 

@@ -8,6 +8,9 @@ each pass over the text and saved with every checkpoint (``extra_state``), so re
 
 An epoch is one pass over the training text or ``epoch_chars`` characters, whichever is less: a
 pass over a large corpus spans several epochs, so learning curves have points every few minutes.
+With ``keep_best`` (the default) the test text is scored, and model.safetensors saved, with the
+weights of the epoch whose validation bpc was lowest (``best_epoch`` in metrics.json); the test
+text itself never steers training.
 
 Classical baselines (``ngram``, ``zlib``, ``bz2``, ``lzma``) are registered models whose builder
 returns a parameter-free marker; ``build`` turns them into a one-step, one-epoch job whose step is
@@ -103,6 +106,9 @@ class TextGenJob(Job):
                                             settings["epoch_chars"] // (self.batch * self.seq_len)))
         self.val = prepared.val
         self.state: tuple[torch.Tensor, ...] | None = None
+        self.keep_best = settings["keep_best"]
+        self.best: dict[str, Any] = {}          # {'bpc', 'epoch', 'weights'} of the best validation so far
+        self.epochs_validated = 0
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
         """Window indices of this epoch, continuing the pass where the last epoch stopped."""
@@ -125,13 +131,32 @@ class TextGenJob(Job):
 
     def validate(self) -> dict[str, float]:
         bpc, _ = stream_bpc(self.model, self.val, self.device)
+        self.epochs_validated += 1
+        if self.keep_best and bpc < self.best.get("bpc", math.inf):
+            self.best = {"bpc": bpc, "epoch": self.epochs_validated,
+                         "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
         return {"bpc": bpc}
 
+    def restore_best(self) -> int | None:
+        """Load the weights of the epoch with the lowest validation bpc; returns that epoch."""
+        if not self.best:
+            return None
+        self.model.load_state_dict(self.best["weights"])
+        return self.best["epoch"]
+
     def extra_state(self) -> dict[str, Any]:
-        return {"state": list(self.state)} if self.state is not None else {}
+        out: dict[str, Any] = {"epochs_validated": self.epochs_validated, "best": self.best}
+        if self.state is not None:
+            out["state"] = list(self.state)
+        return out
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.state = tuple(s.to(self.device) for s in state["state"]) if "state" in state else None
+        self.epochs_validated = state.get("epochs_validated", 0)
+        best = state.get("best") or {}
+        if best:
+            best["weights"] = {k: v.to(self.device) for k, v in best["weights"].items()}
+        self.best = best
 
 
 class ClassicalJob(Job):
@@ -204,6 +229,8 @@ class TextGenTask(Task):
         "embed": None,            # character embedding width (64 when unset)
         "dropout": None,          # dropout (0.1 when unset); raise it for long GPU runs on small corpora
         "epoch_chars": 500_000,   # characters per epoch at most: a validation point every few CPU minutes
+        "keep_best": True,        # test (and save) the weights of the epoch with the best validation bpc:
+                                  # a small corpus is overfitted long before a generous budget ends
         "val_split": 0.05,        # validation text: for learning curves and the n-gram order
         "test_split": 0.1,        # held-out test text: the last 10 % (or 10 % of documents by hash)
         "encoding": None,         # text encoding; None: strict UTF-8
@@ -219,6 +246,8 @@ class TextGenTask(Task):
         parser.add_argument("--dropout", type=float, help="dropout probability (0.1)")
         parser.add_argument("--clip", type=float, help="gradient-norm clipping threshold (1.0)")
         parser.add_argument("--epoch-chars", type=int, help="characters per epoch at most (500000)")
+        parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
+                            help="keep the weights of the best validation epoch (default on)")
         parser.add_argument("--val-split", type=float, help="fraction of the text for validation (0.05)")
         parser.add_argument("--test-split", type=float, help="fraction of the text held out for testing (0.1)")
         parser.add_argument("--encoding", help="the text's encoding (default: UTF-8, strictly)")
@@ -282,9 +311,12 @@ class TextGenTask(Task):
                 metrics.update(ngram_order=job.fitted["order"],
                                val_bpc_by_order={str(k): v for k, v in job.fitted["val_bpc_by_order"].items()})
         else:
+            best_epoch = job.restore_best()
+            if best_epoch is not None:  # the saved weights are the ones the test numbers belong to
+                run.save_weights(job.modules)
             test_bpc, chars = stream_bpc(job.model, prepared.test, device)
             metrics = {"test_bpc": test_bpc, "test_loss": test_bpc * LN2,
-                       "val_bpc": stream_bpc(job.model, prepared.val, device)[0]}
+                       "val_bpc": stream_bpc(job.model, prepared.val, device)[0], "best_epoch": best_epoch}
             history = run.history()
             if history:
                 metrics["chars_per_second"] = history[-1].get("char_per_second")

@@ -143,7 +143,9 @@ def write_report(task, run: Run, prepared=None, metrics: dict | None = None) -> 
     report = Report(f"textgen · {s['model']} on {info['name']}")
     report.paragraph(f"{metrics['test_bpc']:.4f} bits per character on {info['test_chars']:,} held-out characters "
                      f"({info['split']}), after {metrics['train_seconds']:.1f} s of training on {metrics['device']}, "
-                     f"seed {metrics['seed']}. Lower is better; run 'deepskeptic compare textgen' for the "
+                     f"seed {metrics['seed']}"
+                     + (f", with the weights of epoch {metrics['best_epoch']} (lowest validation bpc)"
+                        if metrics.get("best_epoch") else "") + ". Lower is better; run 'deepskeptic compare textgen' for the "
                      f"n-gram and compressor baselines on the same split.")
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     history = run.history()

@@ -1,0 +1,219 @@
+"""The forecast task end to end through the CLI on tiny synthetic series: train, predict with
+intervals, explain the LSTM gates, evaluate, compare with the verdict against the best statistical
+baseline, exact resume, no look-ahead for the networks, and bad inputs -> exit 2 with one line."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepskeptic.cli import main
+from deepskeptic.runs import Run
+
+TIME_FIELDS = {"train_seconds", "epoch_seconds", "win_per_second", "fit_per_second", "final_fit_seconds"}
+SMALL = "[model]\nhidden = 8\n"  # tiny networks: the tests check behaviour, not accuracy
+
+
+def cli(capsys, *args):
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def user_error(capsys, *args, match: str) -> str:
+    rc, out, err = cli(capsys, *args)
+    lines = err.strip().splitlines()
+    assert rc == 2, (rc, out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err + out
+    assert re.search(match, lines[0]), lines[0]
+    return lines[0]
+
+
+def write_series(path: Path, n: int = 72, shift_from: int | None = None, covariate: bool = True) -> Path:
+    """Monthly sales with trend and season, and a price covariate; +50 from index ``shift_from`` on."""
+    rng = np.random.default_rng(0)
+    t = np.arange(n)
+    y = 50 + 0.5 * t + 8 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 1, n)
+    if shift_from is not None:
+        y[shift_from:] += 50
+    months = [f"{2000 + i // 12}-{i % 12 + 1:02d}-01" for i in t]
+    lines = ["month,sales" + (",price" if covariate else "")]
+    lines += [f"{m},{v:.3f}" + (f",{10 + (i % 5)}" if covariate else "") for i, (m, v) in enumerate(zip(months, y))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def train_args(data: Path, model: str, out: Path, config: Path, epochs: int = 2) -> list[str]:
+    return [str(a) for a in ["train", "forecast", "--data", data, "--target", "sales", "--model", model,
+                             "--horizon", 3, "--origins", 3, "--lookback", 12, "--epochs", epochs,
+                             "--config", config, "--out", out, "--no-progress"]]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("forecast")
+    (root / "small.toml").write_text(SMALL)
+    return {"root": root, "data": write_series(root / "sales.csv"), "config": root / "small.toml"}
+
+
+@pytest.fixture(scope="module")
+def lstm_run(files) -> Path:
+    out = files["root"] / "lstm"
+    assert main(train_args(files["data"], "lstm", out, files["config"])) == 0
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def test_train_lstm_writes_a_complete_run(lstm_run):
+    run = Run.open(lstm_run)
+    m = run.metrics
+    for key in ("test_mase", "test_smape", "test_mae", "test_rmse", "train_seconds", "params", "flops_per_example",
+                "device", "seed", "epochs"):
+        assert key in m, key
+    assert m["epochs"] == 2 and m["horizon"] == 3 and m["origins"] == 3 and m["season"] == 12
+    assert len(m["per_step"]["mase"]) == 3 and m["flops_per_example"] > 0
+    bt = json.loads((lstm_run / "backtest.json").read_text())
+    assert np.asarray(bt["forecasts"]).shape == (3, 3) and bt["origin_labels"] == ["2005-08", "2005-09", "2005-10"]
+    assert run.config["data_info"]["covariates"] == ["price"] and run.config["model_config"]["input_size"] == 2
+    assert "Forecasts against the actual values" in run.report_path.read_text()
+    assert "gates and cell state" in run.report_path.read_text()
+
+
+def test_predict_writes_forecasts_with_intervals(capsys, lstm_run, files, tmp_path):
+    rc, out, err = cli(capsys, "predict", lstm_run)
+    assert rc == 0, err
+    rows = list(csv.DictReader((lstm_run / "forecast.csv").open()))
+    assert [r["time"] for r in rows] == ["2006-01", "2006-02", "2006-03"]
+    for r in rows:
+        assert float(r["lower_95"]) <= float(r["lower_80"]) <= float(r["upper_80"]) <= float(r["upper_95"])
+    longer = write_series(tmp_path / "longer.csv", n=78)
+    rc, out, err = cli(capsys, "predict", lstm_run, "--data", longer, "--out", tmp_path / "f.csv", "--json")
+    assert rc == 0, err
+    assert [r["time"] for r in json.loads(out)] == ["2006-07", "2006-08", "2006-09"]
+    assert (tmp_path / "f.csv").is_file()
+    user_error(capsys, "predict", lstm_run, "--data", write_series(tmp_path / "nocov.csv", covariate=False),
+               match="covariate column .price.")
+    user_error(capsys, "predict", lstm_run, "x.csv", match="--data")
+
+
+def test_explain_plots_gates_and_evaluate_recomputes(capsys, lstm_run, tmp_path):
+    rc, out, err = cli(capsys, "explain", lstm_run, "--cells", "0,3", "--out", tmp_path / "ex")
+    assert rc == 0, err
+    assert (tmp_path / "ex" / "lstm-gates.png").stat().st_size > 1000
+    gates = json.loads((tmp_path / "ex" / "lstm-gates.json").read_text())
+    assert gates["units"] == [0, 3] and np.asarray(gates["forget"]).shape == (12, 2)
+    user_error(capsys, "explain", lstm_run, "--cells", "99", match="units 0..7")
+    rc, out, err = cli(capsys, "evaluate", lstm_run)
+    assert rc == 0 and json.loads(out)["test_mase"] == pytest.approx(Run(lstm_run).metrics["test_mase"])
+
+
+def test_statistical_baseline_run_and_its_forecast(capsys, files, tmp_path):
+    out = tmp_path / "theta"
+    rc, _, err = cli(capsys, "train", "forecast", "--data", files["data"], "--target", "sales", "--model", "theta",
+                     "--horizon", 3, "--origins", 3, "--epochs", 50, "--out", out, "--no-progress")
+    assert rc == 0, err
+    m = Run(out).metrics
+    assert m["params"] == 0 and m["epochs"] == 1 and m["form"]["period"] == 12  # fitted, not trained: one step
+    rc, printed, err = cli(capsys, "predict", out)
+    assert rc == 0 and printed.count("\n2006-0") == 3, printed
+    user_error(capsys, "explain", out, match="use an lstm run")
+
+
+def _without_time(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIME_FIELDS}
+
+
+def test_resume_equals_uninterrupted(files, tmp_path, monkeypatch):
+    assert main(train_args(files["data"], "lstm", tmp_path / "whole", files["config"], epochs=4)) == 0
+
+    class Stop(Exception):
+        pass
+
+    original = Run.write_history
+
+    def stop_after_two_epochs(self, history):
+        original(self, history)
+        if len(history) == 2:
+            raise Stop
+
+    monkeypatch.setattr(Run, "write_history", stop_after_two_epochs)
+    with pytest.raises(Stop):
+        main(train_args(files["data"], "lstm", tmp_path / "stopped", files["config"], epochs=4))
+    monkeypatch.setattr(Run, "write_history", original)
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
+    whole, resumed = Run(tmp_path / "whole"), Run(tmp_path / "stopped")
+    assert _without_time(whole.metrics) == _without_time(resumed.metrics)
+    assert [_without_time(h) for h in whole.history()] == [_without_time(h) for h in resumed.history()]
+
+
+def test_networks_never_look_past_their_origin(files, tmp_path):
+    """Origins are months 67, 68, 69 of 0..71; changing months 68 on must leave the forecasts made
+    at 67 and 68 unchanged (training, scaling and their inputs all end before them)."""
+    changed = write_series(tmp_path / "changed.csv", shift_from=68)
+    for model in ("mlp", "lstm"):
+        forecasts = []
+        for name, data in (("a", files["data"]), ("b", changed)):
+            assert main(train_args(data, model, tmp_path / f"{model}-{name}", files["config"])) == 0
+            forecasts.append(np.asarray(json.loads((tmp_path / f"{model}-{name}" / "backtest.json").read_text())["forecasts"]))
+        np.testing.assert_array_equal(forecasts[0][:2], forecasts[1][:2])
+        assert not np.array_equal(forecasts[0][2], forecasts[1][2])
+
+
+def test_compare_verdict_against_the_best_statistical_baseline(capsys, files, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "forecast", "--data", files["data"], "--target", "sales", "--models",
+            "seasonal-naive,drift,theta,mlp,lstm", "--seeds", 2, "--epochs", 2, "--horizon", 3, "--origins", 3,
+            "--lookback", 12, "--out", out, "--no-progress"]  # default sizes: [model] would reach the baselines
+    rc, printed, err = cli(capsys, *args)
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    models = summary["models"]
+    assert summary["metric"] == "test_mase" and summary["higher_is_better"] is False
+    assert len(models["theta"]["runs"]) == 1 and models["theta"]["test_mase_std"] == 0  # seed-independent: once
+    assert len(models["lstm"]["runs"]) == 2
+    best = min(("seasonal-naive", "drift", "theta"), key=lambda m: models[m]["test_mase_mean"])
+    verdicts = summary["verdicts"]
+    assert len(verdicts) == 2 and verdicts[0].startswith("lstm") and verdicts[1].startswith("mlp")
+    assert f"{best} (the best statistical baseline)" in verdicts[0] and "mlp" in verdicts[0]
+    html = (out / "report.html").read_text()
+    assert "Forecasts against the actual values" in html and "Error by step of the horizon" in html
+    rc, printed, err = cli(capsys, *args)  # a second run reuses every finished run
+    assert rc == 0 and "==" not in printed
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--target", "cost"], "no target column 'cost'.*sales"),
+    (["--time-col", "when"], "no time column 'when'"),
+    (["--horizon", "80"], "too short.*--horizon 80"),
+    (["--lookback", "70"], "too short.*--lookback 70"),
+    (["--season", "500"], "--season 500 is not shorter"),
+    (["--horizon", "0"], "--horizon must be a positive whole number"),
+    (["--fill", "mean"], "invalid choice"),
+    (["--model", "transformer"], "unknown model"),
+])
+def test_bad_inputs_exit_2_with_one_line(capsys, files, extra, match):
+    args = ["train", "forecast", "--data", files["data"], "--model", "naive", "--no-progress"]
+    if "--target" not in extra:
+        args += ["--target", "sales"]
+    user_error(capsys, *args, *extra, match=match)
+
+
+def test_bad_files_exit_2_naming_lines(capsys, tmp_path):
+    dup = tmp_path / "dup.csv"
+    dup.write_text("date,y\n" + "".join(f"2020-{m:02d}-01,{m}\n" for m in range(1, 10)) + "2020-03-01,5\n")
+    user_error(capsys, "train", "forecast", "--data", dup, "--model", "naive", match="duplicate.*lines 4 and 11")
+    gap = tmp_path / "gap.csv"
+    gap.write_text("date,y\n" + "".join(f"2020-{m:02d}-01,{m}\n" for m in range(1, 13) if m != 6))
+    user_error(capsys, "train", "forecast", "--data", gap, "--model", "naive", match="gap.*2020-06.*--fill")
+    user_error(capsys, "train", "forecast", "--data", tmp_path / "none.csv", "--model", "naive", match="does not exist")
