@@ -2,8 +2,9 @@
 
 Every network maps a window of scaled history x (B, L, F) — feature 0 the target, the others past
 covariates — to the next H scaled target values (B, H) at once (direct multi-step forecasting).
-With ``level_relative`` the network predicts the change from the last observed target value, so an
-untrained network starts out as the naive forecast instead of as noise.
+With ``level_relative`` the network sees the target relative to its last observed value and
+predicts the change from it: a trending series whose level leaves the training range (GDP) stays
+in familiar territory, and an untrained network starts out as the naive forecast, not as noise.
 
 The statistical baselines (naive, seasonal-naive, drift, ets, arima, theta) are not networks: each
 is registered with its own small config and built as a ``StatisticalForecaster`` — a module without
@@ -24,6 +25,13 @@ from deepskeptic.models.registry import register
 NETWORK_DEFAULTS = {"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32}
 
 
+def relative_to_last(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(x with its target channel minus the window's last target value, that last value (B, 1))."""
+    last = x[:, -1, :1]                                        # (B, 1)
+    target = x[..., :1] - last[:, None, :]                     # (B, L, 1)
+    return torch.cat([target, x[..., 1:]], dim=-1), last
+
+
 class RecurrentForecaster(nn.Module):
     """A recurrent encoder over the window, then a linear head from the last hidden state to H values."""
 
@@ -34,9 +42,11 @@ class RecurrentForecaster(nn.Module):
         self.level_relative = level_relative
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.level_relative:
+            x, last = relative_to_last(x)
         out, _ = self.rnn(x)                  # (B, L, hidden)
         y = self.head(out[:, -1])             # (B, H)
-        return y + x[:, -1, :1] if self.level_relative else y
+        return y + last if self.level_relative else y
 
 
 @dataclass
@@ -46,7 +56,7 @@ class RNNConfig:
     hidden: int = 64             # units of the Elman layer(s)
     layers: int = 1              # one layer: the plain network of the 1990s
     dropout: float = 0.0         # between layers (only with layers > 1)
-    level_relative: bool = True  # predict the change from the last value
+    level_relative: bool = True  # see and predict the target relative to its last value
 
 
 @register("forecast", "rnn", RNNConfig, role="baseline",
@@ -90,8 +100,10 @@ class WindowMLP(nn.Module):
         self.level_relative = cfg.level_relative
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.level_relative:
+            x, last = relative_to_last(x)
         y = self.net(x)                       # (B, L*F) -> (B, H)
-        return y + x[:, -1, :1] if self.level_relative else y
+        return y + last if self.level_relative else y
 
 
 @dataclass

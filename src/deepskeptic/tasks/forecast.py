@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from deepskeptic.tasks.base import Task
 from deepskeptic.tasks.forecast_eval import Split, accuracy, backtest_scales
 
 MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
+MIN_STEPS_PER_EPOCH = 16  # short series repeat their windows within an epoch, so epochs mean similar work
 BACKTEST_FILE = "backtest.json"
 
 
@@ -82,8 +84,10 @@ def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
     first_test = n - horizon - origins + 1
     train_end = first_test - (horizon + val_origins - 1 if val_origins else 0)
     room = train_end - horizon  # the most any lookback can be while leaving one training window
-    if lookback is None:  # two seasons or two horizons, but at most half of the training span
-        lookback = max(1, min(max(2 * season, 2 * horizon, 4), room // 2))
+    if lookback is None:  # two seasons or two horizons (one season and a horizon for long seasons),
+        # and at most half of the training span
+        lookback = min(max(2 * season, 2 * horizon, 4), max(season + horizon, 60))
+        lookback = max(1, min(lookback, room // 2))
     split = Split(n, horizon, lookback, origins, val_origins)
     windows = len(split.train_window_origins())
     if windows < MIN_TRAIN_WINDOWS or first_test < 3:
@@ -131,7 +135,10 @@ class NetworkJob(Job):
         self.batch_size = settings["batch_size"]
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
-        return list(torch.randperm(len(self.x), generator=generator).split(self.batch_size))
+        n = len(self.x)
+        passes = max(1, math.ceil(MIN_STEPS_PER_EPOCH * self.batch_size / n))
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])
+        return list(order.split(self.batch_size))
 
     def train_step(self, index: torch.Tensor, ctx: StepContext):
         index = index.to(self.device)
