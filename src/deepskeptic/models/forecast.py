@@ -2,9 +2,10 @@
 
 Every network maps a window of scaled history x (B, L, F) — feature 0 the target, the others past
 covariates — to the next H scaled target values (B, H) at once (direct multi-step forecasting).
-With ``level_relative`` the network sees the target relative to its last observed value and
-predicts the change from it: a trending series whose level leaves the training range (GDP) stays
-in familiar territory, and an untrained network starts out as the naive forecast, not as noise.
+With ``level_relative`` (the default) the network sees the target relative to its last observed
+value and predicts corrections to the (seasonal) naive forecast: a trending series whose level
+leaves the training range (GDP) stays in familiar territory, and an untrained network starts out
+as the simplest forecast, not as noise (see WindowForecaster).
 
 The statistical baselines (naive, seasonal-naive, drift, ets, arima, theta) are not networks: each
 is registered with its own small config and built as a ``StatisticalForecaster`` — a module without
@@ -25,85 +26,118 @@ from deepskeptic.models.registry import register
 NETWORK_DEFAULTS = {"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32}
 
 
-def relative_to_last(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(x with its target channel minus the window's last target value, that last value (B, 1))."""
-    last = x[:, -1, :1]                                        # (B, 1)
-    target = x[..., :1] - last[:, None, :]                     # (B, L, 1)
-    return torch.cat([target, x[..., 1:]], dim=-1), last
+class WindowForecaster(nn.Module):
+    """Base of the networks: (B, L, F) scaled window -> (B, H) scaled forecast.
 
+    With ``level_relative`` the core network sees the target minus the window's last value and its
+    output is added to an anchor: the value one season before each forecast step (the seasonal
+    naive forecast) when 1 < season <= L, else the last value (the naive forecast). The network
+    learns the correction to the simplest forecast, as the M4 winner (Smyl's ES-RNN) did with its
+    per-series level and seasonality."""
 
-class RecurrentForecaster(nn.Module):
-    """A recurrent encoder over the window, then a linear head from the last hidden state to H values."""
-
-    def __init__(self, rnn: nn.Module, hidden: int, horizon: int, level_relative: bool):
+    def __init__(self, cfg):
         super().__init__()
-        self.rnn = rnn
-        self.head = nn.Linear(hidden, horizon)
-        self.level_relative = level_relative
+        self.level_relative, self.keep_level = cfg.level_relative, cfg.keep_level
+        self.season, self.horizon = cfg.season, cfg.horizon
+
+    def core(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.level_relative:
-            x, last = relative_to_last(x)
+        if not self.level_relative:
+            return self.core(x)
+        steps = x.shape[1]
+        last = x[:, -1, :1]                                                    # (B, 1)
+        target = x[..., :1] - last[:, None, :]                                 # (B, L, 1)
+        extra = [x[..., :1]] if self.keep_level else []
+        y = self.core(torch.cat([target, *extra, x[..., 1:]], dim=-1))        # (B, H)
+        if 1 < self.season <= steps:
+            lags = steps - self.season + torch.arange(self.horizon, device=x.device) % self.season
+            return y + x[:, lags, 0]                                           # seasonal naive anchor
+        return y + last                                                        # naive anchor
+
+
+def zero_init(layer: nn.Linear) -> nn.Linear:
+    """The output layer starts at zero: with level_relative an untrained network is exactly the
+    (seasonal) naive forecast, and training moves away from it only as far as the data pays for."""
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _width(cfg) -> int:
+    """Channels per time step the core sees: the features, plus the absolute level if kept."""
+    return cfg.input_size + int(cfg.level_relative and cfg.keep_level)
+
+
+class RecurrentForecaster(WindowForecaster):
+    """A recurrent encoder over the window, then a linear head from the last hidden state to H values."""
+
+    def __init__(self, cfg, rnn: nn.Module):
+        super().__init__(cfg)
+        self.rnn = rnn
+        self.head = zero_init(nn.Linear(cfg.hidden, cfg.horizon))
+
+    def core(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(x)                  # (B, L, hidden)
-        y = self.head(out[:, -1])             # (B, H)
-        return y + last if self.level_relative else y
+        return self.head(out[:, -1])          # (B, H)
 
 
 @dataclass
 class RNNConfig:
     input_size: int = 1          # features per step: the target plus past covariates
     horizon: int = 12            # steps forecast at once
+    season: int = 1              # seasonal period: the anchor of level_relative outputs
     hidden: int = 64             # units of the Elman layer(s)
     layers: int = 1              # one layer: the plain network of the 1990s
     dropout: float = 0.0         # between layers (only with layers > 1)
-    level_relative: bool = True  # see and predict the target relative to its last value
+    level_relative: bool = True  # see the target relative to its last value, predict corrections to (seasonal) naive
+    keep_level: bool = False     # with level_relative: also see the absolute (scaled) target
 
 
 @register("forecast", "rnn", RNNConfig, role="baseline",
           description="Elman network (tanh), truncated BPTT over the lookback window",
           train_defaults={**NETWORK_DEFAULTS})
 def build_rnn(cfg: RNNConfig) -> nn.Module:
-    rnn = nn.RNN(cfg.input_size, cfg.hidden, num_layers=cfg.layers, nonlinearity="tanh", batch_first=True,
+    rnn = nn.RNN(_width(cfg), cfg.hidden, num_layers=cfg.layers, nonlinearity="tanh", batch_first=True,
                  dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-    return RecurrentForecaster(rnn, cfg.hidden, cfg.horizon, cfg.level_relative)
+    return RecurrentForecaster(cfg, rnn)
 
 
 @dataclass
 class LSTMConfig:
     input_size: int = 1
     horizon: int = 12
+    season: int = 1
     hidden: int = 64             # cells per layer
     layers: int = 2              # stacked, as in the classic sequence models
     dropout: float = 0.1         # between the stacked layers; light, the series are short
     level_relative: bool = True
+    keep_level: bool = False
 
 
 @register("forecast", "lstm", LSTMConfig, role="deep",
           description="stacked LSTM with dropout between layers (nn.LSTM; ExplicitLSTM for explain)",
           train_defaults={**NETWORK_DEFAULTS})
 def build_lstm(cfg: LSTMConfig) -> nn.Module:
-    lstm = nn.LSTM(cfg.input_size, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+    lstm = nn.LSTM(_width(cfg), cfg.hidden, num_layers=cfg.layers, batch_first=True,
                    dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-    return RecurrentForecaster(lstm, cfg.hidden, cfg.horizon, cfg.level_relative)
+    return RecurrentForecaster(cfg, lstm)
 
 
-class WindowMLP(nn.Module):
+class WindowMLP(WindowForecaster):
     def __init__(self, cfg: "MLPConfig"):
-        super().__init__()
+        super().__init__(cfg)
         layers: list[nn.Module] = [nn.Flatten()]
-        width = cfg.input_size * cfg.lookback
+        width = _width(cfg) * cfg.lookback
         for _ in range(cfg.layers):
             layers += [nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
             width = cfg.hidden
-        layers.append(nn.Linear(width, cfg.horizon))
+        layers.append(zero_init(nn.Linear(width, cfg.horizon)))
         self.net = nn.Sequential(*layers)
-        self.level_relative = cfg.level_relative
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.level_relative:
-            x, last = relative_to_last(x)
-        y = self.net(x)                       # (B, L*F) -> (B, H)
-        return y + last if self.level_relative else y
+    def core(self, x: Tensor) -> Tensor:
+        return self.net(x)                    # (B, L*F) -> (B, H)
 
 
 @dataclass
@@ -111,10 +145,12 @@ class MLPConfig:
     input_size: int = 1
     lookback: int = 24           # window length: the MLP sees it flattened, so it is part of its shape
     horizon: int = 12
+    season: int = 1
     hidden: int = 128            # units per hidden layer
     layers: int = 2              # hidden layers
     dropout: float = 0.1
     level_relative: bool = True
+    keep_level: bool = False
 
 
 @register("forecast", "mlp", MLPConfig, role="baseline",

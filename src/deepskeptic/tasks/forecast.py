@@ -133,6 +133,9 @@ class NetworkJob(Job):
         self.x, self.y = (t.to(device) for t in windows(z, split.train_window_origins(), split.lookback, split.horizon))
         self.val_origins = split.val_window_origins()
         self.batch_size = settings["batch_size"]
+        self.keep_best = settings.get("keep_best", True)
+        self.best: dict[str, Any] = {}   # weights, MASE and epoch of the best validation so far
+        self.epochs_seen = 0
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
         n = len(self.x)
@@ -156,7 +159,24 @@ class NetworkJob(Job):
         actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
         scales = backtest_scales(p.series.values, self.val_origins, p.season)
         m = accuracy(actual, forecast, scales)
+        self.epochs_seen += 1
+        if self.keep_best and m["test_mase"] < self.best.get("mase", np.inf):
+            self.best = {"mase": m["test_mase"], "epoch": self.epochs_seen,
+                         "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
         return {"loss": float(np.mean(np.abs(actual - forecast)) / p.std[0]), "mase": m["test_mase"]}
+
+    def restore_best(self) -> int | None:
+        """Load the weights of the epoch with the best validation MASE; returns that epoch."""
+        if not self.best:
+            return None
+        self.model.load_state_dict(self.best["weights"])
+        return self.best["epoch"]
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"best": self.best, "epochs_seen": self.epochs_seen}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best, self.epochs_seen = state["best"], state["epochs_seen"]
 
 
 class StatisticalJob(Job):
@@ -223,6 +243,7 @@ class ForecastTask(Task):
         "season": None,        # seasonal period in steps (default from the frequency: 12 monthly, 4 quarterly...)
         "origins": 12,         # K: backtest origins, one step apart, the last one H steps before the end
         "val_origins": None,   # validation origins before the test ones (default a tenth of the history, at most K)
+        "keep_best": True,     # networks keep the weights of their best validation epoch (early stopping)
     }
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -237,6 +258,8 @@ class ForecastTask(Task):
         parser.add_argument("--season", type=int, help="seasonal period in steps (default from the frequency)")
         parser.add_argument("--origins", type=int, help="rolling-origin backtest origins (12)")
         parser.add_argument("--val-origins", type=int, help="validation origins for the networks")
+        parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
+                            help="networks keep their best validation epoch's weights (default on)")
 
     # --- data
     def prepare(self, settings: dict[str, Any]) -> Prepared:
@@ -261,7 +284,7 @@ class ForecastTask(Task):
         config_cls = registry.spec(self.name, model).config_cls
         fields = {f.name for f in dataclasses.fields(config_cls)}
         shape = {"input_size": 1 + prepared.series.covariates.shape[1], "horizon": prepared.horizon,
-                 "lookback": prepared.lookback}
+                 "lookback": prepared.lookback, "season": prepared.season}
         return registry.make_config(self.name, model, **{**model_settings, **{k: v for k, v in shape.items() if k in fields}})
 
     def create_model(self, model: str, model_settings: dict, prepared: Prepared) -> nn.Module:
@@ -287,6 +310,7 @@ class ForecastTask(Task):
     def finish(self, run: Run, job: Job, prepared: Prepared, settings, device):
         p, split = prepared, prepared.split
         origins = split.test_origins()
+        metrics_extra: dict[str, Any] = {}
         if isinstance(job, StatisticalJob):
             forecasts, form = job.forecasts, job.form
             start = time.perf_counter()
@@ -294,6 +318,10 @@ class ForecastTask(Task):
             future = forecast(job.module.method, form, p.series.values, p.horizon, p.season)
             future_seconds = time.perf_counter() - start
         else:
+            best_epoch = job.restore_best()
+            if best_epoch is not None:  # the run's weights are those of the best validation epoch
+                run.save_weights(job.modules)
+                metrics_extra.update(best_epoch=best_epoch, best_val_mase=job.best["mase"])
             forecasts, form = network_forecasts(job.model, p, origins, device), {}
             future = network_forecasts(job.model, p, np.array([len(p.series)]), device,
                                        features=np.vstack([p.features(), np.zeros((p.horizon, p.features().shape[1]))]))[0]
@@ -301,10 +329,10 @@ class ForecastTask(Task):
         metrics = evaluate_backtest(p, origins, forecasts)
         write_backtest(run, p, origins, forecasts, form, future)
         history = run.history()
-        if history and "val_mase" in history[-1]:
-            metrics["val_mase"] = history[-1]["val_mase"]
+        if history and "val_mase" in history[-1]:  # of the weights kept: the best epoch's, or the last
+            metrics["val_mase"] = metrics_extra.get("best_val_mase", history[-1]["val_mase"])
         metrics.update(horizon=p.horizon, lookback=p.lookback, season=p.season, origins=split.origins,
-                       form=form, final_fit_seconds=round(future_seconds, 3))
+                       form=form, final_fit_seconds=round(future_seconds, 3), **metrics_extra)
         return metrics
 
     # --- using a finished run
@@ -335,7 +363,8 @@ class ForecastTask(Task):
 
     def example_model(self, name: str, shape: dict[str, Any]) -> nn.Module:
         fields = {f.name for f in dataclasses.fields(registry.spec(self.name, name).config_cls)}
-        values = {"input_size": shape["features"], "horizon": shape["horizon"], "lookback": shape["lookback"]}
+        values = {"input_size": shape["features"], "horizon": shape["horizon"], "lookback": shape["lookback"],
+                  "season": shape.get("season", 1)}
         return registry.create(self.name, name, **{k: v for k, v in values.items() if k in fields})
 
     def adjust_settings(self, settings: dict[str, Any]) -> None:
