@@ -52,8 +52,16 @@ class DCGANConfig:
     channels: int = 1
     image_size: int = 28
     latent_dim: int = 100  # length of z, as in Radford et al. 2016
-    g_width: int = 64      # generator channels before its output layer (ngf); doubled per stage upwards
-    d_width: int = 64      # discriminator channels after its first layer (ndf); doubled per stage
+    # 0 means sized from image_size (resolve_dcgan_config): 64 at >= 64 px as in the paper, 32 below,
+    # which costs a quarter of the FLOPs and, on Fashion-MNIST, reached the same FD per image seen.
+    g_width: int = 0       # generator channels before its output layer (ngf); doubled per stage upwards
+    d_width: int = 0       # discriminator channels after its first layer (ndf); doubled per stage
+
+
+def resolve_dcgan_config(cfg: DCGANConfig) -> DCGANConfig:
+    """Replace the 0 ('auto') widths by the values used for cfg.image_size."""
+    width = 64 if cfg.image_size >= 64 else 32
+    return dataclasses.replace(cfg, g_width=cfg.g_width or width, d_width=cfg.d_width or width)
 
 
 def dcgan_plan(size: int) -> tuple[int, int]:
@@ -69,6 +77,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, cfg: DCGANConfig):
         super().__init__()
+        cfg = resolve_dcgan_config(cfg)
         base, ups = dcgan_plan(cfg.image_size)
         width = cfg.g_width * 2 ** (ups - 1)
         layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.latent_dim, width, base, 1, 0, bias=False),
@@ -89,6 +98,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, cfg: DCGANConfig):
         super().__init__()
+        cfg = resolve_dcgan_config(cfg)
         base, downs = dcgan_plan(cfg.image_size)
         width = cfg.d_width
         layers: list[nn.Module] = [nn.Conv2d(cfg.channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]

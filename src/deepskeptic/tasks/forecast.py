@@ -31,7 +31,11 @@ from deepskeptic.tasks.base import Task
 from deepskeptic.tasks.forecast_eval import Split, accuracy, backtest_scales
 
 MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
-MIN_STEPS_PER_EPOCH = 16  # short series repeat their windows within an epoch, so epochs mean similar work
+# An epoch is 16 to 32 optimizer steps whatever the series' length, so that the default epochs mean
+# similar work on a 100-point and a 2,000-point series: short series repeat their windows within
+# an epoch, long ones see a fresh random subset of them in each.
+MIN_STEPS_PER_EPOCH = 16
+MAX_STEPS_PER_EPOCH = 32
 BACKTEST_FILE = "backtest.json"
 
 
@@ -141,7 +145,7 @@ class NetworkJob(Job):
         n = len(self.x)
         passes = max(1, math.ceil(MIN_STEPS_PER_EPOCH * self.batch_size / n))
         order = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])
-        return list(order.split(self.batch_size))
+        return list(order.split(self.batch_size))[:MAX_STEPS_PER_EPOCH]
 
     def train_step(self, index: torch.Tensor, ctx: StepContext):
         index = index.to(self.device)
@@ -244,6 +248,7 @@ class ForecastTask(Task):
         "origins": 12,         # K: backtest origins, one step apart, the last one H steps before the end
         "val_origins": None,   # validation origins before the test ones (default a tenth of the history, at most K)
         "keep_best": True,     # networks keep the weights of their best validation epoch (early stopping)
+        "cpu_bf16": False,     # fp32 on CPUs: small recurrent nets gain little from bf16, and series lose precision
     }
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

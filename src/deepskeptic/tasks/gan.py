@@ -19,7 +19,7 @@ from torch import nn
 from deepskeptic.engine import Diverged, Job, StepContext
 from deepskeptic.errors import UserError, unknown_name
 from deepskeptic.models import registry
-from deepskeptic.models.gan import DCGAN_SIZES
+from deepskeptic.models.gan import DCGAN_SIZES, DCGANConfig, resolve_dcgan_config
 from deepskeptic.runs import Run
 from deepskeptic.tasks import gan_eval
 from deepskeptic.tasks.base import Task
@@ -253,8 +253,9 @@ class GanTask(Task):
         return Prepared(data, judge, reference)
 
     def model_config(self, settings: dict[str, Any], channels: int, image_size: int) -> Any:
-        return registry.make_config(self.name, settings["model"], **{
+        cfg = registry.make_config(self.name, settings["model"], **{
             **settings["model_config"], "channels": channels, "image_size": image_size})
+        return resolve_dcgan_config(cfg) if isinstance(cfg, DCGANConfig) else cfg  # auto widths recorded
 
     def create_model(self, settings: dict[str, Any], channels: int, image_size: int) -> nn.Module:
         cfg = self.model_config(settings, channels, image_size)
