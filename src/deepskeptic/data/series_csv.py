@@ -199,7 +199,6 @@ def read_series_csv(path: Path, *, target: str | None, time_col: str | None, fre
             if c not in numeric:
                 raise UserError(f"{path}: covariate column {c!r} is not numeric; leave it out of --covariates")
 
-    problems: list[str] = []
     fixable: list[str] = []
     names = [target] + cov_names
     values = np.full((len(rows), len(names)), np.nan)

@@ -179,6 +179,16 @@ def text_datasets() -> list[dict]:
     ]
 
 
+def fetch_text_dataset(name: str) -> str:
+    """The text data sets come with the machine, not from the network: say where each one is."""
+    d = fortunes_dir()
+    if name == "python-stdlib":
+        return sysconfig.get_paths()["stdlib"] + " (always there; nothing to fetch)"
+    if d is None:
+        raise UserError(f"{name} is not downloaded by deepskeptic: {FORTUNES_HOW}")
+    return f"{d} (already installed; nothing to fetch)"
+
+
 # ------------------------------------------------------------------ language-model corpora
 
 @dataclass

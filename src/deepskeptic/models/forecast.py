@@ -204,7 +204,7 @@ STATISTICAL = {
     "naive": (NoSettings, "the last value, repeated"),
     "seasonal-naive": (NoSettings, "the value one season (--season) earlier"),
     "drift": (NoSettings, "the line from the first to the last value, extended"),
-    "ets": (ETSConfig, "exponential smoothing (statsmodels ETS), trend and seasonality chosen by AIC"),
+    "ets": (ETSConfig, "exponential smoothing (statsmodels Holt-Winters), trend and seasonality chosen by AICc"),
     "arima": (ARIMAConfig, "ARIMA (statsmodels), order chosen by AIC over a small grid"),
     "theta": (ThetaConfig, "the theta method (statsmodels), winner of the M3 competition"),
 }

@@ -24,7 +24,7 @@ from deepskeptic.models.gan import CycleGANConfig, resolve_cyclegan_config
 from deepskeptic.runs import Run
 from deepskeptic.tasks import gan_eval
 from deepskeptic.tasks.base import Task
-from deepskeptic.tasks.cyclegan_data import DEFAULT_PAIR, PairData, judge_data, load_pair
+from deepskeptic.tasks.cyclegan_data import DEFAULT_PAIR, PairData, judge_data, limit_pair, load_pair
 
 CHECK_EVERY_CUDA = 20  # on CUDA, look at the losses every this many steps (each look waits for the GPU)
 
@@ -262,16 +262,18 @@ class CycleGanTask(Task):
         for key in ("cycle_weight", "identity_weight", "pool_size"):
             if settings[key] < 0:
                 raise UserError(f"--{key.replace('_', '-')} must not be negative, got {settings[key]!r}")
-        pair = load_pair(settings)
+        full = load_pair(settings)
+        pair = limit_pair(full, settings.get("limit"))
         self.check_fit(settings, pair)  # before the judge: a wrong size or batch fails in a second
-        judge = gan_eval.get_judge(pair.source, judge_data(pair), settings)
+        # judge and floors from all training images: --limit changes what the GAN sees, not the yardstick
+        judge = gan_eval.get_judge(pair.source, judge_data(full), settings)
         for name in pair.names:
             if name not in judge.classes:
                 raise UserError(f"judge {judge.run_path} knows classes {', '.join(judge.classes)}, not domain "
                                 f"'{name}': pass a judge trained on the two domains (or leave --judge out)")
         n = settings["eval_samples"]
-        return Prepared(pair, judge, gan_eval.real_reference(judge, pair.a_train, pair.a_test, n),
-                        gan_eval.real_reference(judge, pair.b_train, pair.b_test, n))
+        return Prepared(pair, judge, gan_eval.real_reference(judge, full.a_train, pair.a_test, n),
+                        gan_eval.real_reference(judge, full.b_train, pair.b_test, n))
 
     def model_config(self, settings: dict[str, Any], channels: int, image_size: int) -> Any:
         cfg = registry.make_config(self.name, settings["model"], **{

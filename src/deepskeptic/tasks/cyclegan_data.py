@@ -6,6 +6,7 @@ any sizes, resized to one square size. Each domain keeps a fixed held-out part f
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,14 +69,16 @@ def _fixed_subset(x: torch.Tensor, limit: int | None) -> torch.Tensor:
 
 
 def load_pair(settings: dict[str, Any]) -> PairData:
+    """Both domains at full size; ``limit_pair`` applies --limit."""
     spec = pair_spec(settings)
-    size, limit = settings.get("image_size"), settings.get("limit")
     if spec[0] == "builtin":
-        pair = _builtin_pair(*spec[1:], size)
-    else:
-        pair = _folder_pair(spec[1], spec[2], size)
-    pair.a_train, pair.b_train = _fixed_subset(pair.a_train, limit), _fixed_subset(pair.b_train, limit)
-    return pair
+        return _builtin_pair(*spec[1:], settings.get("image_size"))
+    return _folder_pair(spec[1], spec[2], settings.get("image_size"))
+
+
+def limit_pair(pair: PairData, limit: int | None) -> PairData:
+    """At most ``limit`` training images per domain (fixed subsets); held-out parts unchanged."""
+    return dataclasses.replace(pair, a_train=_fixed_subset(pair.a_train, limit), b_train=_fixed_subset(pair.b_train, limit))
 
 
 def _builtin_pair(dataset: str, class_a: str, class_b: str, size: int | None) -> PairData:

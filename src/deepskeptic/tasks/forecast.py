@@ -9,19 +9,15 @@ origin. Statistical baselines plug into the same engine as a one-step job whose 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from deepskeptic.engine import Job, StepContext
+from deepskeptic.engine import Job
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_json, read_json
 from deepskeptic.models import registry
@@ -29,27 +25,10 @@ from deepskeptic.models.forecast import StatisticalForecaster
 from deepskeptic.runs import Run
 from deepskeptic.tasks.base import Task
 from deepskeptic.tasks.forecast_eval import Split, accuracy, backtest_scales
+from deepskeptic.tasks.forecast_jobs import NetworkJob, StatisticalJob, network_forecasts, recurrent_flops  # noqa: F401
 
 MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
-# An epoch is 16 to 32 optimizer steps whatever the series' length, so that the default epochs mean
-# similar work on a 100-point and a 2,000-point series: short series repeat their windows within
-# an epoch, long ones see a fresh random subset of them in each.
-MIN_STEPS_PER_EPOCH = 16
-MAX_STEPS_PER_EPOCH = 32
 BACKTEST_FILE = "backtest.json"
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one CPU thread, then restore the count. The networks here are small and step
-    through short windows one time step at a time; a second thread only adds synchronisation (a
-    2-layer LSTM step on 2 busy cores: 4 ms on one thread, 50 ms to 1.7 s on two)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -100,133 +79,6 @@ def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
                         f"{origins} backtest origin(s) and {val_origins} validation origin(s) (needs at least {need}); "
                         f"lower --horizon, --lookback or --origins")
     return split
-
-
-def windows(z: np.ndarray, origins: np.ndarray, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (W, L, F) = z[t-L:t] and targets (W, H) = z[t:t+H, 0] for each origin t."""
-    idx = origins[:, None] + np.arange(-lookback, 0)[None, :]             # (W, L)
-    x = torch.from_numpy(z[idx]).float()
-    tgt = origins[:, None] + np.arange(horizon)[None, :]                   # (W, H)
-    y = torch.from_numpy(z[np.minimum(tgt, len(z) - 1), 0]).float()
-    return x, y
-
-
-@torch.no_grad()
-def network_forecasts(model: nn.Module, prepared: Prepared, origins: np.ndarray, device: torch.device,
-                      features: np.ndarray | None = None) -> np.ndarray:
-    """(K, H) forecasts in the series' units at ``origins``, each from the L values before it."""
-    z = ((prepared.features() if features is None else features) - prepared.mean) / prepared.std
-    x, _ = windows(z, origins, prepared.lookback, prepared.horizon)
-    model.eval()
-    with one_thread():
-        out = model(x.to(device)).float().cpu().numpy()
-    model.train()
-    return out * prepared.std[0] + prepared.mean[0]
-
-
-class NetworkJob(Job):
-    unit = "win"
-
-    def __init__(self, model: nn.Module, prepared: Prepared, settings: dict[str, Any], device: torch.device):
-        self.model, self.prepared, self.device = model, prepared, device
-        self.modules = {"model": model}
-        self.optimizers = {"main": torch.optim.AdamW(model.parameters(), lr=settings["lr"],
-                                                     weight_decay=settings["weight_decay"])}
-        split = prepared.split
-        z = prepared.scaled()
-        self.x, self.y = (t.to(device) for t in windows(z, split.train_window_origins(), split.lookback, split.horizon))
-        self.val_origins = split.val_window_origins()
-        self.batch_size = settings["batch_size"]
-        self.keep_best = settings.get("keep_best", True)
-        self.best: dict[str, Any] = {}   # weights, MASE and epoch of the best validation so far
-        self.epochs_seen = 0
-
-    def epoch_batches(self, epoch: int, generator: torch.Generator):
-        n = len(self.x)
-        passes = max(1, math.ceil(MIN_STEPS_PER_EPOCH * self.batch_size / n))
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])
-        return list(order.split(self.batch_size))[:MAX_STEPS_PER_EPOCH]
-
-    def train_step(self, index: torch.Tensor, ctx: StepContext):
-        index = index.to(self.device)
-        with one_thread(), ctx.autocast():
-            pred = self.model(self.x[index])
-            loss = F.l1_loss(pred.float(), self.y[index])
-            ctx.backward_step(loss, clip=1.0)  # clipping: recurrent gradients can explode on long windows
-        return len(index), {"loss": loss.detach()}
-
-    def validate(self) -> dict[str, float]:
-        if len(self.val_origins) == 0:
-            return {}
-        p = self.prepared
-        forecast = network_forecasts(self.model, p, self.val_origins, self.device)
-        actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
-        scales = backtest_scales(p.series.values, self.val_origins, p.season)
-        m = accuracy(actual, forecast, scales)
-        self.epochs_seen += 1
-        if self.keep_best and m["test_mase"] < self.best.get("mase", np.inf):
-            self.best = {"mase": m["test_mase"], "epoch": self.epochs_seen,
-                         "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
-        return {"loss": float(np.mean(np.abs(actual - forecast)) / p.std[0]), "mase": m["test_mase"]}
-
-    def restore_best(self) -> int | None:
-        """Load the weights of the epoch with the best validation MASE; returns that epoch."""
-        if not self.best:
-            return None
-        self.model.load_state_dict(self.best["weights"])
-        return self.best["epoch"]
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"best": self.best, "epochs_seen": self.epochs_seen}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.best, self.epochs_seen = state["best"], state["epochs_seen"]
-
-
-class StatisticalJob(Job):
-    """A baseline in the engine: one epoch of one step, the step being the whole backtest's fits."""
-    unit = "fit"
-
-    def __init__(self, module: StatisticalForecaster, prepared: Prepared):
-        self.module, self.prepared = module, prepared
-        self.modules, self.optimizers = {}, {}
-        self.forecasts: np.ndarray | None = None
-        self.form: dict = {}
-
-    def epoch_batches(self, epoch: int, generator: torch.Generator):
-        return ["fit"]
-
-    def train_step(self, batch: Any, ctx: StepContext):
-        from deepskeptic.tasks.forecast_baselines import backtest
-        p = self.prepared
-        self.forecasts, self.form = backtest(self.module.method, self.module.config, p.series.values,
-                                             p.split.test_origins(), p.horizon, p.season)
-        return 1, {}
-
-    def extra_state(self) -> dict[str, Any]:
-        if self.forecasts is None:
-            return {}
-        import json
-        return {"forecasts": torch.from_numpy(self.forecasts), "form": json.dumps(self.form)}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        import json
-        if "forecasts" in state:
-            self.forecasts, self.form = state["forecasts"].numpy(), json.loads(state["form"])
-
-
-def recurrent_flops(model: nn.Module, lookback: int) -> int:
-    """Forward FLOPs for one window (a multiply-add counts 2), counted from the layer shapes."""
-    total = 0
-    for module in model.modules():
-        if isinstance(module, (nn.LSTM, nn.RNN)):
-            gates = 4 if isinstance(module, nn.LSTM) else 1
-            for layer in range(module.num_layers):
-                width = module.input_size if layer == 0 else module.hidden_size
-                total += lookback * 2 * gates * module.hidden_size * (width + module.hidden_size)
-        elif isinstance(module, nn.Linear):
-            total += 2 * module.in_features * module.out_features
-    return total
 
 
 class ForecastTask(Task):

@@ -2,11 +2,9 @@
 
 ``choose`` picks a method's form once, on the data before the first backtest origin (ETS: trend and
 seasonality by AICc; ARIMA: d by the KPSS test, the seasonal difference by seasonal strength, p and
-q by AIC). ``forecast`` then fits the chosen form on whatever history it is given: ETS and theta
-re-estimate their parameters at every origin; ARIMA, whose seasonal fits take seconds each, keeps
-the parameters estimated before the first origin (stored in the form, as a network keeps its
-weights) and only runs its state through the later history. Everything sees only the history
-passed in, so no baseline can look past its origin.
+q by AIC). ``forecast`` then re-estimates the chosen form's parameters on whatever history it is
+given (ARIMA starting from the parameters found before the first origin, stored in the form).
+Everything sees only the history passed in, so no baseline can look past its origin.
 """
 from __future__ import annotations
 
@@ -81,8 +79,8 @@ def _arima_model(history, form: dict):
 def choose(method: str, config: Any, history: np.ndarray, season: int) -> dict:
     """The form of ``method`` for this series (a JSON-able dict), chosen on ``history`` only."""
     history = np.asarray(history, float)
-    if np.ptp(history) == 0:  # a constant history: nothing to choose (and KPSS, theta fail on it)
-        return {}
+    if method not in ("ets", "arima", "theta") or np.ptp(history) == 0:  # nothing to choose (KPSS and
+        return {}                                                          # theta fail on constant series)
     with _quiet():
         if method == "ets":
             return _choose_ets(config, history, season)
@@ -166,8 +164,8 @@ def _statsmodels_forecast(method: str, form: dict, history: np.ndarray, horizon:
         out = _ets_model(history, form, season).fit().forecast(horizon)
     elif method == "arima":
         model = _arima_model(history, form)
-        fitted = model.filter(np.asarray(form["params"])) if form.get("params") else model.fit()
-        out = fitted.forecast(horizon)
+        start = np.asarray(form["params"]) if form.get("params") else None
+        out = model.fit(start_params=start).forecast(horizon)  # refit, starting from the chosen fit
     elif method == "theta":
         from statsmodels.tsa.forecasting.theta import ThetaModel
         model = ThetaModel(history, period=form["period"], deseasonalize=form["period"] > 1,

@@ -48,7 +48,7 @@ def parse_classes(value: Any) -> list[str] | None:
 
 def load_data(settings: dict[str, Any]):
     """The data set of ``settings`` (val_split 0: the test split is the held-out set), filtered to
-    ``classes`` and cut to ``limit`` training images (a fixed subset)."""
+    ``classes``; ``limit_data`` cuts it to ``limit``."""
     from deepskeptic.data.images import load_image_data
     data = load_image_data(str(settings["data"]), image_size=settings["image_size"], val_split=0.0)
     wanted = parse_classes(settings.get("classes"))
@@ -62,11 +62,15 @@ def load_data(settings: dict[str, Any]):
         tr, te = remap[data.y_train] >= 0, remap[data.y_test] >= 0
         data = dataclasses.replace(data, classes=list(wanted), x_train=data.x_train[tr], y_train=remap[data.y_train[tr]],
                                    x_test=data.x_test[te], y_test=remap[data.y_test[te]])
-    limit = settings.get("limit")
-    if limit is not None and limit < len(data.x_train):
-        keep = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))[:limit]
-        data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     return data
+
+
+def limit_data(data, limit: int | None):
+    """At most ``limit`` training images: a fixed subset, the same for every seed and model."""
+    if limit is None or limit >= len(data.x_train):
+        return data
+    keep = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))[:limit]
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
 
 
 @torch.no_grad()
@@ -243,13 +247,15 @@ class GanTask(Task):
 
     def prepare(self, settings: dict[str, Any]) -> Prepared:
         self.check_settings(settings)
-        data = load_data(settings)
+        full = load_data(settings)
+        data = limit_data(full, settings.get("limit"))
         if len(data.x_test) < 2:
             raise UserError(f"data set {settings['data']} has {len(data.x_test)} held-out image(s); at least 2 "
                             f"are needed to measure the generated images: add images")
         self.check_fit(settings, data)  # before the judge: a wrong size or batch fails in a second
-        judge = gan_eval.get_judge(str(settings["data"]), data, settings)
-        reference = gan_eval.real_reference(judge, data.x_train, data.x_test, settings["fd_samples"])
+        # judge and floor from all training images: --limit changes what the GAN sees, not the yardstick
+        judge = gan_eval.get_judge(str(settings["data"]), full, settings)
+        reference = gan_eval.real_reference(judge, full.x_train, data.x_test, settings["fd_samples"])
         return Prepared(data, judge, reference)
 
     def model_config(self, settings: dict[str, Any], channels: int, image_size: int) -> Any:
@@ -321,7 +327,7 @@ class GanTask(Task):
     def input_shape(self, data: str | None) -> dict[str, Any]:
         if data is None:
             return {"channels": 1, "image_size": 28, "description": "28x28 grayscale images (Fashion-MNIST); --data for yours"}
-        d = load_data({"data": data, "image_size": None, "classes": None, "limit": None})
+        d = load_data({"data": data, "image_size": None, "classes": None})
         return {"channels": d.channels, "image_size": d.image_size,
                 "description": f"{d.image_size}x{d.image_size}x{d.channels} images ({data})"}
 

@@ -164,6 +164,9 @@ def _train_judge(name: str, data, settings: dict[str, Any], epochs: int, limit: 
     flags = {"data": str(name), "model": "cnn", "epochs": epochs, "seed": 0, "progress": False,
              "device": settings.get("device", "auto")}
     judge_settings = resolve_settings(task, flags, None)
+    for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a judge training that was killed
+        if not _alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     rng = torch.get_rng_state()  # training the judge must not move the GAN's random stream
@@ -179,6 +182,16 @@ def _train_judge(name: str, data, settings: dict[str, Any], epochs: int, limit: 
         return
     shutil.rmtree(target, ignore_errors=True)  # an unfinished copy
     os.replace(tmp, target)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 # ------------------------------------------------------------------------------ measures

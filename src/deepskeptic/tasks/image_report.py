@@ -57,7 +57,7 @@ def confident_mistakes_figure(images: torch.Tensor, probs: torch.Tensor, y: torc
     if len(wrong) == 0:
         return None
     order = wrong[probs[wrong, pred[wrong]].argsort(descending=True)][:n]
-    cols = 8
+    cols = min(8, len(order))
     rows = (len(order) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.6), squeeze=False)
     for ax in axes.flat:

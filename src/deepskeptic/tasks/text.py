@@ -275,6 +275,10 @@ class TextTask(Task):
         from deepskeptic.data.text import text_datasets
         return [d for d in text_datasets() if d["task"] == self.name]
 
+    def fetch(self, name: str) -> str:
+        from deepskeptic.data.text import fetch_text_dataset
+        return fetch_text_dataset(name)
+
     def input_shape(self, data: str | None) -> dict[str, Any]:
         if data is None:
             return {"vocab_size": 100, "num_features": 50_000, "num_classes": 10,

@@ -345,6 +345,10 @@ class TextGenTask(Task):
         from deepskeptic.data.text import text_datasets
         return [d for d in text_datasets() if d["task"] == self.name]
 
+    def fetch(self, name: str) -> str:
+        from deepskeptic.data.text import fetch_text_dataset
+        return fetch_text_dataset(name)
+
     def input_shape(self, data: str | None) -> dict[str, Any]:
         if data is None:
             return {"vocab_size": 100, "description": "a vocabulary of 100 characters; --data for yours"}
