@@ -18,7 +18,7 @@ from deepskeptic.reports.html import Report
 from deepskeptic.reports.plots import learning_curves
 from deepskeptic.runs import Run
 from deepskeptic.tasks import gan_eval
-from deepskeptic.tasks.gan_report import _png_figure, epoch_strip
+from deepskeptic.tasks.gan_report import png_figure, epoch_strip
 
 EPOCH_SAMPLES = 200  # held-out images per domain measured after each epoch (the final measure uses more)
 
@@ -69,6 +69,10 @@ def epoch_evaluator(prepared, device: torch.device):
     return evaluate
 
 
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def write_cyclegan_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
     config = run.config
     metrics = metrics if metrics is not None else run.metrics
@@ -78,13 +82,13 @@ def write_cyclegan_report(run: Run, metrics: dict[str, Any] | None = None) -> No
     report.paragraph(
         f"{metrics['target_share_a2b']:.1%} of {a} images translated to {b} and {metrics['target_share_b2a']:.1%} "
         f"of {b} images translated to {a} are recognised as the target domain by the judge (test accuracy "
-        f"{metrics['judge_test_accuracy']}). FD to the target domain {metrics['fd_a2b']:.4g} / {metrics['fd_b2a']:.4g} "
+        f"{_fmt(metrics.get('judge_test_accuracy'))}). FD to the target domain {metrics['fd_a2b']:.4g} / {metrics['fd_b2a']:.4g} "
         f"(floors {metrics['fd_floor_a2b']:.4g} / {metrics['fd_floor_b2a']:.4g}); cycle error "
         f"{metrics['cycle_error']:.4f} of the pixel range. {metrics['epochs']} epoch(s), "
         f"{metrics['train_seconds']:.1f} s of training on {metrics['device']}, seed {metrics['seed']}.")
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     report.heading("Translations of held-out images")
-    _png_figure(report, run.path / "triplets.png",
+    png_figure(report, run.path / "triplets.png",
                 f"rows: {a}, → {b}, → back to {a}; {b}, → {a}, → back to {b}")
     strip = epoch_strip(run, row=1)
     if strip is not None:

@@ -59,7 +59,7 @@ def write_pictures(run: Run, generator: nn.Module, latent_dim: int, fake: torch.
     generator.train()
 
 
-def _png_figure(report: Report, path: Path, caption: str, scale: int = 3) -> None:
+def png_figure(report: Report, path: Path, caption: str, scale: int = 3) -> None:
     if not path.is_file():
         return
     data = path.read_bytes()
@@ -107,6 +107,10 @@ def histogram_figure(generated: dict[str, float], real: dict[str, float]):
     return fig
 
 
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def write_gan_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
     config = run.config
     metrics = metrics if metrics is not None else run.metrics
@@ -120,15 +124,15 @@ def write_gan_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
         f" / {metrics['recall_floor']:.3f}). {metrics['epochs']} epoch(s), {metrics['train_seconds']:.1f} s of "
         f"training on {metrics['device']}, seed {metrics['seed']}.")
     report.paragraph(f"Measured in the feature space of the judge {metrics['judge']} (test accuracy "
-                     f"{metrics['judge_test_accuracy']}): its penultimate layer.", "muted")
+                     f"{_fmt(metrics.get('judge_test_accuracy'))}): its penultimate layer.", "muted")
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     strip = epoch_strip(run)
     if strip is not None:
         report.heading("One fixed noise batch, epoch by epoch")
         report.figure(strip, "the first 8 images of the fixed-noise grid after each epoch (RUN/samples/)")
     report.heading("Samples")
-    _png_figure(report, run.path / "samples" / "final.png", "64 samples from the fixed noise, after training")
-    _png_figure(report, run.path / "interpolation.png",
+    png_figure(report, run.path / "samples" / "final.png", "64 samples from the fixed noise, after training")
+    png_figure(report, run.path / "interpolation.png",
                 "latent interpolation: each row walks the noise sphere from one sample to another")
     history = run.history()
     keys = [k for k in ("train_d_loss", "train_g_loss", "val_fd") if any(k in h for h in history)]
@@ -143,7 +147,7 @@ def write_gan_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
                       f"{len(metrics['class_histogram'])} classes at >= 1/4 of their real share, total variation "
                       f"{metrics['class_tv_distance']:.3f}")
     report.heading("Memorisation check")
-    _png_figure(report, run.path / "nearest.png",
+    png_figure(report, run.path / "nearest.png",
                 f"top: generated; below: the nearest training image in pixels. Median RMS distance to the nearest "
                 f"training image {metrics['nearest_train_distance']:.1f} for generated images, "
                 f"{metrics['heldout_nearest_train_distance']:.1f} for held-out real ones (ratio "
