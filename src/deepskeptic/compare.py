@@ -73,8 +73,7 @@ def _check_reusable(task: Task, run_dir: Path, settings: dict[str, Any]) -> None
 def _seeds_for(task: Task, model: str, seeds: int) -> int:
     """Optional task hook ``seed_independent(model)``: models whose results do not depend on the
     seed (statistical baselines) run once, and their spread is zero."""
-    hook = getattr(task, "seed_independent", None)
-    return 1 if hook is not None and hook(model) else seeds
+    return 1 if task.seed_independent(model) else seeds
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -110,8 +109,9 @@ def verdicts(task: Task, per_model: dict[str, Any], seeds: int) -> list[str]:
     simpler = [m for m, s in per_model.items() if s["role"] != "deep"]
     # Optional task hook ``verdict_pairs(per_model)``: [(model, {reference: label})] when a task
     # compares other pairs than each deep model against every simpler one.
-    hook = getattr(task, "verdict_pairs", None)
-    pairs = hook(per_model) if hook is not None else [(d, {b: b for b in simpler}) for d in deep]
+    pairs = task.verdict_pairs(per_model)
+    if pairs is None:
+        pairs = [(d, {b: b for b in simpler}) for d in deep]
     sentences = []
     for d, references in pairs:
         parts = []
@@ -156,8 +156,7 @@ def write_comparison_report(task: Task, out: Path, summary: dict) -> None:
     if val_keys:
         report.heading("Learning curves (seed 0)")
         report.figure(learning_curves(histories, val_keys, x="train_seconds"))
-    if hasattr(task, "comparison_sections"):  # task-specific sections, e.g. text samples
-        task.comparison_sections(report, summary)
+    task.comparison_sections(report, summary)  # task-specific sections, e.g. text samples
     report.heading("Runs")
     report.table(["model", "run folders"], [[m, ", ".join(Path(r).name for r in s["runs"])] for m, s in models.items()])
     atomic_write_text(out / "report.html", report.render())

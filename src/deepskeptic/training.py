@@ -30,9 +30,7 @@ def resolve_settings(task: Task, flags: dict[str, Any], config_file: str | None)
     if resolved["data"] is None:
         raise UserError("no data given; pass --data (see 'deepskeptic datasets')")
     registry.make_config(task.name, model, **resolved["model_config"])  # unknown model keys -> error
-    adjust = getattr(task, "adjust_settings", None)  # optional task hook, e.g. baselines fitted in one step
-    if adjust is not None:
-        adjust(resolved)
+    task.adjust_settings(resolved)
     return resolved
 
 

@@ -76,5 +76,20 @@ class Task:
         """The models `compare` runs on ``data`` when --models is not given."""
         return self.default_models
 
+    def adjust_settings(self, settings: dict[str, Any]) -> None:
+        """Last changes to resolved settings (e.g. baselines fitted in one step get epochs=1)."""
+
+    def seed_independent(self, model: str) -> bool:
+        """True for models whose results do not depend on the seed: `compare` runs them once."""
+        return False
+
+    def verdict_pairs(self, per_model: dict[str, Any]) -> list[tuple[str, dict[str, str]]] | None:
+        """[(model, {reference model: label})] for the verdicts; None: each deep model against
+        every simpler one."""
+        return None
+
+    def comparison_sections(self, report: Any, summary: dict[str, Any]) -> None:
+        """Task-specific sections of a comparison's report (after the generic ones)."""
+
     def model_names(self) -> list[str]:
         return registry.names(self.name)
