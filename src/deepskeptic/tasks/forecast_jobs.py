@@ -2,7 +2,6 @@
 fitted in one step, and the window and forecasting helpers both the task and its use share."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepskeptic.engine import Job, StepContext
+from deepskeptic.threads import one_thread
 from deepskeptic.models.forecast import StatisticalForecaster
 from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
 
@@ -24,19 +24,6 @@ if TYPE_CHECKING:
 # an epoch, long ones see a fresh random subset of them in each.
 MIN_STEPS_PER_EPOCH = 16
 MAX_STEPS_PER_EPOCH = 32
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one CPU thread, then restore the count. The networks here are small and step
-    through short windows one time step at a time; a second thread only adds synchronisation (a
-    2-layer LSTM step on 2 busy cores: 4 ms on one thread, 50 ms to 1.7 s on two)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def windows(z: np.ndarray, origins: np.ndarray, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:

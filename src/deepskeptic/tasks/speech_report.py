@@ -25,13 +25,14 @@ def per_voice_figure(per_voice: dict[str, float]):
 
 def spectrogram_figure(examples: list[dict[str, Any]], features: dict[str, Any]):
     """One panel per example: its log-mel spectrogram, titled reference -> hypothesis."""
-    from deepskeptic.data.audio import FeatureSettings, load_audio, log_mel, single_thread
+    from deepskeptic.data.audio import FeatureSettings, load_audio, log_mel
+    from deepskeptic.threads import one_thread
 
     settings = FeatureSettings(**features)
     shown = []
     for e in examples:
         try:
-            with single_thread():
+            with one_thread():
                 shown.append((e, log_mel(load_audio(e["path"], settings.sample_rate), settings)))
         except UserError:
             continue  # the recording moved since training: show the others
