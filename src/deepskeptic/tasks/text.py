@@ -186,7 +186,8 @@ class TextTask(Task):
         "max_len": 512,           # characters of each document the lstm reads (longer ones are cut)
         "min_char_count": 2,      # rarer characters become the unknown symbol (lstm)
         "ngram_max": 2,           # word n-grams 1..ngram_max for mlp and logreg
-        "max_features": 50_000,   # the most frequent n-grams kept (seen in >= 2 training documents)
+        "max_features": 20_000,   # the most frequent n-grams kept (seen in >= 2 training documents);
+                                  # the mlp's first layer and its optimizer step grow with it
         "clip": 1.0,              # gradient-norm clipping (the LSTM needs it; harmless elsewhere)
     }
 
@@ -198,7 +199,7 @@ class TextTask(Task):
         parser.add_argument("--test-split", type=float, help="fraction of documents held out for testing (0.15)")
         parser.add_argument("--max-len", type=int, help="characters per document the lstm reads (512)")
         parser.add_argument("--ngram-max", type=int, help="longest word n-gram for mlp/logreg (2)")
-        parser.add_argument("--max-features", type=int, help="n-grams kept for mlp/logreg (50000)")
+        parser.add_argument("--max-features", type=int, help="n-grams kept for mlp/logreg (20000)")
 
     def prepare(self, settings: dict[str, Any]) -> Prepared:
         from deepskeptic.data.text import load_labelled
@@ -281,8 +282,8 @@ class TextTask(Task):
 
     def input_shape(self, data: str | None) -> dict[str, Any]:
         if data is None:
-            return {"vocab_size": 100, "num_features": 50_000, "num_classes": 10,
-                    "description": "100 characters or 50,000 n-grams, 10 classes; --data for yours"}
+            return {"vocab_size": 100, "num_features": 20_000, "num_classes": 10,
+                    "description": "100 characters or 20,000 n-grams, 10 classes; --data for yours"}
         p = self.prepare({**self.task_defaults, "data": data})
         chars, bag = p.inputs("chars"), p.inputs("bag")
         shape = {"vocab_size": len(chars["vocab"]), "num_features": len(bag["vectorizer"].vocabulary_),

@@ -39,6 +39,7 @@ from deepskeptic.tasks.base import Task
 from deepskeptic.tasks import textgen_baselines as baselines
 
 LN2 = math.log(2)
+CLASSICAL = ("ngram", "zlib", "bz2", "lzma")  # fitted, not trained: deterministic, one step
 
 
 @dataclass
@@ -263,6 +264,13 @@ class TextGenTask(Task):
         vocab = Vocab.from_text(corpus.train, min_count=max(1, settings["min_char_count"]))
         return Prepared(corpus, vocab, vocab.encode(corpus.train), vocab.encode(corpus.val), vocab.encode(corpus.test))
 
+    def adjust_settings(self, settings: dict[str, Any]) -> None:
+        if self.seed_independent(settings["model"]):
+            settings.update(epochs=1, time_budget=None)  # fitting is one step; there is nothing to iterate
+
+    def seed_independent(self, model: str) -> bool:
+        return model in CLASSICAL
+
     def model_config(self, settings: dict[str, Any], vocab_size: int) -> Any:
         overrides = {k: settings[k] for k in ("hidden", "layers", "embed", "dropout") if settings.get(k) is not None}
         spec = registry.spec(self.name, settings["model"])
@@ -291,7 +299,6 @@ class TextGenTask(Task):
                               "train_chars": len(corpus.train), "val_chars": len(corpus.val),
                               "test_chars": len(corpus.test), "vocab": prepared.vocab.to_json()}}
         if isinstance(model, ClassicalModel):
-            settings.update(epochs=1, time_budget=None)   # fitting is one step; there is nothing to iterate
             info["flops_per_example"] = None
             return ClassicalJob(model, prepared), info
         if settings["seq_len"] < 1 or settings["clip"] <= 0 or settings["epoch_chars"] < 1:
