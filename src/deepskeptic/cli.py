@@ -219,13 +219,17 @@ def cmd_translate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from deepskeptic.compare import write_comparison_report
-    from deepskeptic.fileio import read_json
+    from deepskeptic.compare import summarise, write_comparison_report
+    from deepskeptic.fileio import atomic_write_json, read_json
     from deepskeptic.tasks import get_task
     folder = Path(args.folder)
     if (folder / "summary.json").is_file():
         summary = read_json(folder / "summary.json")
-        write_comparison_report(get_task(summary["task"]), folder, summary)
+        task = get_task(summary["task"])
+        # Recomputed from the runs' metrics.json, so the verdicts follow the current rules.
+        summary = summarise(task, folder, list(summary["models"]), summary["seeds"])
+        atomic_write_json(folder / "summary.json", summary)
+        write_comparison_report(task, folder, summary)
         print(f"report: {folder / 'report.html'}")
         return 0
     task, run = _task_of_run(args.folder)

@@ -120,12 +120,12 @@ def verdicts(task: Task, per_model: dict[str, Any], seeds: int) -> list[str]:
             spread = max(per_model[d][f"{metric}_std"], per_model[b][f"{metric}_std"])
             if seeds < 2:
                 parts.append(f"{'ahead of' if gap > 0 else 'behind'} {label} by {abs(gap):.4g} (one seed: spread unknown)")
-            elif gap > spread:
-                parts.append(f"beats {label} by {gap:.4g}, more than the seed spread ({spread:.2g})")
-            elif gap < -spread:
-                parts.append(f"loses to {label} by {-gap:.4g}, more than the seed spread ({spread:.2g})")
+            elif gap > spread * (1 + 1e-9):  # ties (gap equal to the spread) are not wins
+                parts.append(f"beats {label} by {gap:.4g}, more than the seed spread ({spread:.4g})")
+            elif gap < -spread * (1 + 1e-4):
+                parts.append(f"loses to {label} by {-gap:.4g}, more than the seed spread ({spread:.4g})")
             else:
-                parts.append(f"is within the seed spread of {label} (gap {gap:+.4g}, spread {spread:.2g})")
+                parts.append(f"is within the seed spread of {label} (gap {gap:+.4g}, spread {spread:.4g})")
         if parts:
             sentences.append(f"{d} ({metric} {per_model[d][f'{metric}_mean']:.4g}) " + "; ".join(parts) + ".")
     if seeds < 2 and sentences:
