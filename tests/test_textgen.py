@@ -166,6 +166,8 @@ def test_train_generate_evaluate_explain(trained, corpus, capsys):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0 < metrics["test_bpc"] < 4.5 and metrics["params"] > 0
     assert {"val_bpc", "flops_per_example", "train_seconds", "chars_per_second"} <= set(metrics)
+    history_bpc = [json.loads(x)["val_bpc"] for x in (trained / "history.jsonl").read_text().splitlines()]
+    assert metrics["best_epoch"] == 1 + history_bpc.index(min(history_bpc))   # the weights kept and tested
     history = [json.loads(line) for line in (trained / "history.jsonl").read_text().splitlines()]
     assert all("train_bpc" in h and "val_bpc" in h for h in history)
     capsys.readouterr()
