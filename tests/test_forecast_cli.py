@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +12,10 @@ import pytest
 
 from deepskeptic.cli import main
 from deepskeptic.runs import Run
+from cli_helpers import cli, user_error
 
 TIME_FIELDS = {"train_seconds", "epoch_seconds", "win_per_second", "fit_per_second", "final_fit_seconds"}
 SMALL = "[model]\nhidden = 8\n"  # tiny networks: the tests check behaviour, not accuracy
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def user_error(capsys, *args, match: str) -> str:
-    rc, out, err = cli(capsys, *args)
-    lines = err.strip().splitlines()
-    assert rc == 2, (rc, out, err)
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out
-    assert re.search(match, lines[0]), lines[0]
-    return lines[0]
 
 
 def write_series(path: Path, n: int = 72, shift_from: int | None = None, covariate: bool = True) -> Path:

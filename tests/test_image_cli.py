@@ -23,29 +23,12 @@ from deepskeptic.checkpoint import load_state
 from deepskeptic.cli import main
 from deepskeptic.data.images import load_image_data
 from deepskeptic.models import registry
+from cli_helpers import cli, user_error
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIME_FIELDS = {"train_seconds", "epoch_seconds", "img_per_second"}
 METRIC_KEYS = {"test_accuracy", "test_top5_accuracy", "train_seconds", "params", "flops_per_example",
                "device", "seed", "epochs"}
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def user_error(capsys, *args, match: str) -> str:
-    """Run the CLI, expect exit code 2 and exactly one 'error: ...' line matching ``match``."""
-    rc, out, err = cli(capsys, *args)
-    lines = err.strip().splitlines()
-    assert rc == 2, (rc, out, err)
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out
-    assert re.search(match, lines[0]), lines[0]
-    return lines[0]
 
 
 def no_complete_runs(root: Path) -> None:

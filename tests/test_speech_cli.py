@@ -24,6 +24,7 @@ from deepskeptic.cli import main
 from deepskeptic.data import spoken
 from deepskeptic.tasks import get_task
 from deepskeptic.tasks.speech import SpeechJob
+from cli_helpers import cli, user_error
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -37,23 +38,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def user_error(capsys, *args, match: str) -> str:
-    rc, out, err = cli(capsys, *args)
-    lines = err.strip().splitlines()
-    assert rc == 2, (rc, out, err)
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out
-    assert re.search(match, lines[0]), lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -175,5 +175,5 @@ def generate(task, run: Run, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"files": files, "grid": str(out / "grid.png") if args.n > 1 else None}))
     else:
-        print(f"wrote {len(files)} image(s) to {out}" + (f" (and grid.png)" if args.n > 1 else ""))
+        print(f"wrote {len(files)} image(s) to {out}" + (" (and grid.png)" if args.n > 1 else ""))
     return 0
