@@ -162,7 +162,7 @@ class ImageTask(Task):
         parser.add_argument("--val-split", type=float, help="fraction of training images for validation (0.1)")
         parser.add_argument("--limit", type=int, help="use at most this many training images")
         parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                            help="random shifts during training (default: on for cnn and alexnet)")
+                            help="random shifts during training (default: on for alexnet, off for the others)")
         parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                             help="random horizontal flips during training (default: off)")
         parser.add_argument("--label-smoothing", type=float, help="label smoothing (0.1)")
