@@ -130,6 +130,36 @@ def test_fd_matches_closed_form_for_gaussians_and_is_zero_for_identical_sets():
     assert gan_eval.frechet_distance(x, y) == pytest.approx(9 + 1, rel=0.05)
 
 
+def _judge(model: torch.nn.Module) -> gan_eval.Judge:
+    return gan_eval.Judge(model.eval(), torch.zeros(1), torch.ones(1), ["a", "b"], 1, 16, "-", None)
+
+
+def test_judge_features_are_the_pooled_conv_map_or_the_penultimate_layer_without_convs():
+    x = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
+    cnn = registry.create("image", "cnn", in_channels=1, image_size=16, num_classes=2)
+    features, logits = _judge(cnn).outputs(x)
+    last_conv = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert features.shape == (5, last_conv.out_channels) and logits.shape == (5, 2)
+    with torch.no_grad():  # the spatial mean of the conv stack's output, recomputed by hand
+        stack = torch.nn.Sequential(*list(cnn.children())[:[i for i, m in enumerate(cnn.children())
+                                                            if isinstance(m, torch.nn.Flatten)][0]])
+        assert torch.allclose(features, stack(x.float() / 255).mean((2, 3)), atol=1e-5)
+    mlp = registry.create("image", "mlp", in_channels=1, image_size=16, num_classes=2)
+    features, _ = _judge(mlp).outputs(x)
+    assert features.shape == (5, mlp[-1].in_features)
+
+
+def test_pixel_noise_on_real_images_is_far_from_them_in_the_judges_feature_space():
+    """The reason for pooled conv features: a trained judge must see texture, not only the class."""
+    from deepskeptic.tasks.gan import load_data
+    data = load_data({"data": "digits", "image_size": None, "classes": None})
+    judge = gan_eval.get_judge("digits", data, {"judge": None, "judge_epochs": 5, "judge_limit": 0, "device": "cpu"})
+    g = torch.Generator().manual_seed(0)
+    ref = gan_eval.real_reference(judge, data.x_train, data.x_test, 300)
+    noisy = (ref.heldout.float() + 60 * torch.randn(ref.heldout.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    assert gan_eval.measure(judge, noisy, ref)["fd"] > 3 * ref.floor["fd_floor"]
+
+
 def test_precision_and_recall_of_identical_and_disjoint_sets():
     real = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
     assert gan_eval.precision_recall(real, real.clone()) == (1.0, 1.0)

@@ -2,9 +2,14 @@
 
 The feature space is a judge: an image classifier trained on the same data by the `image` task
 (model cnn, through training.train), cached in ~/.cache/deepskeptic/judges/<data-key>, or an
-existing image run given with --judge. Features are the judge's penultimate activations (the input
-of its last linear layer). In that space: the Fréchet distance (FD) between two image sets, the
-k-nearest-neighbour precision and recall of Kynkäänniemi et al. (2019), and class histograms.
+existing image run given with --judge. Features are the judge's convolutional features averaged
+over the image (the output of its last convolution stage, before the classifier head) — the
+counterpart of the pooled Inception features of FID. The head's own input (the penultimate layer)
+was tried first and rejected: trained to name the class, it is nearly blind to texture, so real
+images with added pixel noise scored as far from the real ones as any GAN's (see BENCHMARKS.md).
+A judge without convolutions (an mlp passed with --judge) falls back to its penultimate layer.
+In that space: the Fréchet distance (FD) between two image sets, the k-nearest-neighbour precision
+and recall of Kynkäänniemi et al. (2019), and class histograms.
 Images enter every function here as (N, C, S, S) uint8, the form a user sees them in.
 """
 from __future__ import annotations
@@ -28,7 +33,7 @@ from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_bytes
 from deepskeptic.runs import Run
 
-JUDGE_VERSION = "1"  # part of the cache key: bump when the judge recipe changes
+JUDGE_VERSION = "2"  # part of the cache key: bump when the judge recipe changes
 
 
 # ------------------------------------------------------------------------------ pixels
@@ -86,12 +91,23 @@ class Judge:
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
+    def feature_layer(self) -> tuple[nn.Module, bool]:
+        """(module whose input is the feature map, whether to average it over space): the first
+        Flatten after the last convolution, else the last Linear layer (its input as is)."""
+        modules = list(self.model.modules())
+        convs = [i for i, m in enumerate(modules) if isinstance(m, nn.Conv2d)]
+        if convs:
+            flat = [m for m in modules[convs[-1]:] if isinstance(m, nn.Flatten)]
+            if flat:
+                return flat[0], True
+        return [m for m in modules if isinstance(m, nn.Linear)][-1], False
+
     @torch.no_grad()
     def outputs(self, x_uint8: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
         """(features (N, F), logits (N, K)) as float32 on the CPU."""
-        last = [m for m in self.model.modules() if isinstance(m, nn.Linear)][-1]
+        layer, pool = self.feature_layer()
         store: dict[str, torch.Tensor] = {}
-        hook = last.register_forward_pre_hook(lambda m, inp: store.__setitem__("f", inp[0]))
+        hook = layer.register_forward_pre_hook(lambda m, inp: store.__setitem__("f", inp[0]))
         device = self.mean.device
         feats, logits = [], []
         try:
@@ -99,7 +115,8 @@ class Judge:
                 x = x_uint8[start:start + batch_size].to(device).float() / 255
                 x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
                 logits.append(self.model(x).float().cpu())
-                feats.append(store["f"].flatten(1).float().cpu())
+                f = store["f"].float()
+                feats.append((f.mean((2, 3)) if pool and f.dim() == 4 else f.flatten(1)).cpu())
         finally:
             hook.remove()
         if not feats:

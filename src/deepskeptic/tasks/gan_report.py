@@ -124,7 +124,7 @@ def write_gan_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
         f" / {metrics['recall_floor']:.3f}). {metrics['epochs']} epoch(s), {metrics['train_seconds']:.1f} s of "
         f"training on {metrics['device']}, seed {metrics['seed']}.")
     report.paragraph(f"Measured in the feature space of the judge {metrics['judge']} (test accuracy "
-                     f"{_fmt(metrics.get('judge_test_accuracy'))}): its penultimate layer.", "muted")
+                     f"{_fmt(metrics.get('judge_test_accuracy'))}): its convolutional features averaged over the image, as FID does with Inception's.", "muted")
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     strip = epoch_strip(run)
     if strip is not None:
