@@ -78,7 +78,7 @@ def test_paper_sizes_at_256_and_scaled_down_below():
     # the reference implementation's counts: 11,378,179 per generator and 2,764,737 per discriminator
     assert registry.count_params(model.g_ab) == 11_378_179 and registry.count_params(model.d_b) == 2_764_737
     small = resolve_cyclegan_config(registry.make_config("cyclegan", "cyclegan", channels=1, image_size=28))
-    assert small.blocks == 6 and small.d_layers == 1 and small.width == 16
+    assert small.blocks == 6 and small.d_layers == 2 and small.width == 16
     with pytest.raises(ValueError, match="multiple of 4"):
         registry.create("cyclegan", "cyclegan", image_size=30)
 
@@ -147,6 +147,7 @@ def test_compare_identity_and_cyclegan_then_translate(domains, tmp_path, capsys)
         assert key in metrics, key
     config = json.loads((run / "config.json").read_text())
     assert config["data_info"]["channels"] == 3 and config["data_info"]["image_size"] == 16  # mixed -> RGB, median
+    assert config["settings"]["identity_weight"] == 0.5   # colour images: the paper's identity loss
     assert (run / "triplets.png").is_file() and (run / "samples" / "epoch-001.png").is_file()
     assert "Translations of held-out images" in (run / "report.html").read_text()
     capsys.readouterr()
@@ -154,6 +155,21 @@ def test_compare_identity_and_cyclegan_then_translate(domains, tmp_path, capsys)
     files = sorted((tmp_path / "t").glob("*.png"))
     assert len(files) == 24 and Image.open(files[0]).size == (16, 16) and Image.open(files[0]).mode == "RGB"
     assert "from discs to squares" in capsys.readouterr().out
+
+
+def test_identity_loss_is_off_for_grayscale_unless_asked(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (8, 8)).astype(np.uint8), "L").save(tmp_path / name / f"{i}.png")
+    for extra, expected in (((), 0.0), (("--identity-weight", "0.3"), 0.3)):
+        out = tmp_path / f"run{expected}"
+        assert main(["train", "cyclegan", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
+                     "--model", "cyclegan", "--epochs", "1", "--batch-size", "4", "--judge-epochs", "1",
+                     "--eval-samples", "4",
+                     "--out", str(out), "--no-progress", *extra]) == 0
+        assert json.loads((out / "config.json").read_text())["settings"]["identity_weight"] == expected
 
 
 def test_resume_equals_uninterrupted(domains, tmp_path, monkeypatch):

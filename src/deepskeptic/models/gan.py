@@ -187,7 +187,10 @@ class CycleGANConfig:
     width: int = 0       # generator channels after the first 7x7 conv (ngf); x2 and x4 after downsampling
     blocks: int = 0      # ResNet blocks at the bottleneck: 9 at >= 256 px, 6 below (the paper)
     d_width: int = 0     # PatchGAN channels of its first layer (ndf); 0: 64 at >= 128 px, else width
-    d_layers: int = 0    # PatchGAN stride-2 layers: 3 (70x70 patches) at >= 192 px, 2 (34) at >= 96, else 1 (16)
+    # PatchGAN stride-2 layers: 3 (70x70 patches, the paper) at >= 192 px, else 2 (34x34), 1 (16x16)
+    # below 16 px. Small images keep 34 px patches: at 28 px they see the whole object, which a shape
+    # change (sneaker -> ankle boot) needs; 16 px patches left half of the boots boots.
+    d_layers: int = 0
 
 
 def resolve_cyclegan_config(cfg: CycleGANConfig) -> CycleGANConfig:
@@ -197,7 +200,7 @@ def resolve_cyclegan_config(cfg: CycleGANConfig) -> CycleGANConfig:
     return dataclasses.replace(
         cfg, width=width, blocks=cfg.blocks or (9 if s >= 256 else 6),
         d_width=cfg.d_width or (64 if s >= 128 else width),
-        d_layers=cfg.d_layers or (3 if s >= 192 else 2 if s >= 96 else 1))
+        d_layers=cfg.d_layers or (3 if s >= 192 else 2 if s >= 16 else 1))
 
 
 class ResnetBlock(nn.Module):

@@ -228,7 +228,11 @@ class CycleGanTask(Task):
         "image_size": None,       # pixels per side (multiple of 4); default the data's own, folders <= 256
         "limit": None,            # at most this many training images per domain (a fixed subset)
         "cycle_weight": 10.0,     # lambda of the cycle-consistency L1 loss (the paper)
-        "identity_weight": 0.5,   # identity L1 loss weight, in units of lambda (the paper: 0.5)
+        # identity L1 loss weight in units of lambda; None: 0.5 (the paper) for colour images, where
+        # it exists to keep colours (Zhu et al. 2017, sec. 5.2), 0 for grayscale, where there is no
+        # colour to keep and it only holds the generators near doing nothing: on sneaker~ankle-boot
+        # it kept half of the boots boots (BENCHMARKS.md)
+        "identity_weight": None,
         "pool_size": 50,          # generated images kept per discriminator (the paper: 50; 0: no pool)
         "jitter": True,           # enlarge by 1/8 and random-crop back (the paper's 286 -> 256)
         "flip": True,             # random horizontal flips
@@ -244,7 +248,8 @@ class CycleGanTask(Task):
         parser.add_argument("--image-size", type=int, help="pixels per side, a multiple of 4")
         parser.add_argument("--limit", type=int, help="at most this many training images per domain")
         parser.add_argument("--cycle-weight", type=float, help="lambda of the cycle loss (10)")
-        parser.add_argument("--identity-weight", type=float, help="identity loss weight in units of lambda (0.5)")
+        parser.add_argument("--identity-weight", type=float, help="identity loss weight in units of lambda "
+                            "(default 0.5 for colour images, 0 for grayscale)")
         parser.add_argument("--pool-size", type=int, help="generated images kept per discriminator (50)")
         parser.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=None,
                             help="resize-and-crop jitter (on)")
@@ -260,7 +265,7 @@ class CycleGanTask(Task):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise UserError(f"--{key.replace('_', '-')} must be a positive whole number, got {value!r}")
         for key in ("cycle_weight", "identity_weight", "pool_size"):
-            if settings[key] < 0:
+            if settings[key] is not None and settings[key] < 0:
                 raise UserError(f"--{key.replace('_', '-')} must not be negative, got {settings[key]!r}")
         full = load_pair(settings)
         pair = limit_pair(full, settings.get("limit"))
@@ -300,6 +305,8 @@ class CycleGanTask(Task):
         from deepskeptic.tasks.cyclegan_report import epoch_evaluator
         pair = prepared.pair
         model = self.check_fit(settings, pair)
+        if settings["identity_weight"] is None:   # resolved here, so config.json records the value used
+            settings["identity_weight"] = 0.5 if pair.channels == 3 else 0.0
         info = {"model_config": dataclasses.asdict(self.model_config(settings, pair.channels, pair.image_size)),
                 "data_info": {"names": list(pair.names), "source": pair.source, "channels": pair.channels,
                               "image_size": pair.image_size, "train_a": len(pair.a_train), "train_b": len(pair.b_train),
