@@ -9,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from deepskeptic.checkpoint import load_state
 from deepskeptic.cli import main
 from deepskeptic.models import registry
 from deepskeptic.models.gan import resolve_cyclegan_config
 from deepskeptic.runs import Run
+from deepskeptic.tasks import gan as gan_task
 from deepskeptic.tasks.cyclegan import ImagePool, random_crop
 
 TIME_KEYS = {"train_seconds", "epoch_seconds", "pair_per_second"}
@@ -210,6 +212,18 @@ def test_bad_inputs_exit_2_with_one_line(domains, tmp_path, capsys, change, mess
     assert main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and message in err[0]
+
+
+def test_a_winning_discriminator_stops_training_and_keeps_the_last_checkpoint(domains, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gan_task, "D_WIN_LOSS", 1e9)   # every step counts as an outright win
+    out = tmp_path / "run"
+    argv = args(domains, out, "--d-win-steps", "7")
+    argv[argv.index("--epochs") + 1] = "3"             # 5 steps an epoch: the guard fires in epoch 2
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "7 steps in a row" in err[0] and "checkpoint" in err[0]
+    state = load_state(out / "checkpoint" / "state.safetensors")
+    assert state["position"]["epoch"] == 1 and not (out / "metrics.json").exists()
 
 
 def test_unknown_builtin_class_and_tiny_folder_exit_2(tmp_path, capsys):

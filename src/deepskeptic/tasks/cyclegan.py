@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepskeptic.engine import Diverged, Job, StepContext
+from deepskeptic.engine import Job, StepContext
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.gan import CycleGANConfig, resolve_cyclegan_config
@@ -25,9 +25,7 @@ from deepskeptic.runs import Run
 from deepskeptic.tasks import gan_eval
 from deepskeptic.tasks.base import Task
 from deepskeptic.tasks.cyclegan_data import DEFAULT_PAIR, PairData, judge_data, limit_pair, load_pair
-
-CHECK_EVERY_CUDA = 20  # on CUDA, look at the losses every this many steps (each look waits for the GPU)
-
+from deepskeptic.tasks.gan import CHECK_EVERY_CUDA, Guard
 
 class ImagePool:
     """The last ``size`` generated images; a query returns, per image, either it or (with probability
@@ -113,6 +111,7 @@ class CycleJob(Job):
         self.identity_weight = settings["identity_weight"] * settings["cycle_weight"]
         self.jitter, self.flip = settings["jitter"], settings["flip"]
         self.pools = {"a": ImagePool(settings["pool_size"]), "b": ImagePool(settings["pool_size"])}
+        self.guard = Guard(settings.get("d_win_steps", 0), device, "CycleGAN", "lower --lr")
         self.evaluator = evaluator   # called after each epoch: (job, epoch) -> validation metrics
         self.step = 0
         self.epochs_done = 0
@@ -168,12 +167,9 @@ class CycleJob(Job):
                         + F.mse_loss(fake_score_b, torch.zeros_like(fake_score_b)))
         ctx.backward_step(d_loss, "d")
         self.step += 1
+        self.guard.update(d_loss.detach())
         if ctx.device.type != "cuda" or self.step % CHECK_EVERY_CUDA == 0:
-            total = (g_loss + d_loss).detach()
-            if not torch.isfinite(total):
-                where = f"; the last good checkpoint is in {self.run_path / 'checkpoint'}" if self.run_path else ""
-                raise Diverged(f"training diverged: a CycleGAN loss became {total.item()} at step {self.step}; "
-                               f"lower --lr{where}")
+            self.guard.check((g_loss + d_loss).detach(), self.step, self.run_path)
         return len(ia), {"g_loss": g_loss.detach(), "d_loss": d_loss.detach(), "adversarial": adversarial.detach(),
                          "cycle": cycle.detach(), "identity": identity.detach()}
 
@@ -183,12 +179,14 @@ class CycleJob(Job):
 
     def extra_state(self) -> dict[str, Any]:
         return {"pools": {k: p.state() for k, p in self.pools.items()}, "step": self.step,
-                "epochs_done": self.epochs_done}
+                "epochs_done": self.epochs_done, "streak": self.guard.streak}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for k, p in self.pools.items():
             p.load(state["pools"][k], self.device)
         self.step, self.epochs_done = state["step"], state["epochs_done"]
+        if "streak" in state:   # checkpoints written before the guard counted wins have none
+            self.guard.streak = state["streak"].to(self.device)
 
 
 class IdentityJob(Job):
@@ -233,6 +231,7 @@ class CycleGanTask(Task):
         # colour to keep and it only holds the generators near doing nothing: on sneaker~ankle-boot
         # it kept half of the boots boots (BENCHMARKS.md)
         "identity_weight": None,
+        "d_win_steps": 1000,      # stop when both discriminators win outright this many steps in a row (0: never)
         "pool_size": 50,          # generated images kept per discriminator (the paper: 50; 0: no pool)
         "jitter": True,           # enlarge by 1/8 and random-crop back (the paper's 286 -> 256)
         "flip": True,             # random horizontal flips
@@ -250,6 +249,8 @@ class CycleGanTask(Task):
         parser.add_argument("--cycle-weight", type=float, help="lambda of the cycle loss (10)")
         parser.add_argument("--identity-weight", type=float, help="identity loss weight in units of lambda "
                             "(default 0.5 for colour images, 0 for grayscale)")
+        parser.add_argument("--d-win-steps", type=int,
+                            help="stop after this many steps in a row that the discriminators win outright (1000; 0: never)")
         parser.add_argument("--pool-size", type=int, help="generated images kept per discriminator (50)")
         parser.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=None,
                             help="resize-and-crop jitter (on)")
@@ -264,7 +265,7 @@ class CycleGanTask(Task):
             value = settings.get(key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise UserError(f"--{key.replace('_', '-')} must be a positive whole number, got {value!r}")
-        for key in ("cycle_weight", "identity_weight", "pool_size"):
+        for key in ("cycle_weight", "identity_weight", "pool_size", "d_win_steps"):
             if settings[key] is not None and settings[key] < 0:
                 raise UserError(f"--{key.replace('_', '-')} must not be negative, got {settings[key]!r}")
         full = load_pair(settings)

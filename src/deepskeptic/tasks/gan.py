@@ -32,6 +32,31 @@ class DiscriminatorWon(Diverged):
     """The discriminator separated real from generated images perfectly for too many steps in a row."""
 
 
+class Guard:
+    """The stability guards of both GAN tasks. ``update`` counts the steps in a row on which the
+    discriminator's loss was below ``D_WIN_LOSS`` (it told every real from every generated image);
+    ``check`` stops training — Diverged for a non-finite loss, DiscriminatorWon for a streak of
+    ``win_steps`` (0: never) — with a message naming the last good checkpoint. The streak stays a
+    tensor on the device, so counting never waits for the GPU; only ``check`` does."""
+
+    def __init__(self, win_steps: int, device: torch.device, what: str, advice: str):
+        self.win_steps, self.what, self.advice = win_steps, what, advice
+        self.streak = torch.zeros((), device=device)
+
+    def update(self, d_loss: torch.Tensor) -> None:
+        self.streak = (self.streak + 1) * (d_loss < D_WIN_LOSS)
+
+    def check(self, loss: torch.Tensor, step: int, run_path) -> None:
+        where = f"; the last good checkpoint is in {run_path / 'checkpoint'}" if run_path else ""
+        if not torch.isfinite(loss):
+            raise Diverged(f"training diverged: a {self.what} loss became {loss.item()} at step {step}; "
+                           f"{self.advice}{where}")
+        if self.win_steps and self.streak.item() >= self.win_steps:
+            raise DiscriminatorWon(
+                f"the discriminator told every real from every generated image for {self.win_steps} steps in a "
+                f"row (step {step}): the generator gets no signal; {self.advice}, or raise --d-win-steps{where}")
+
+
 @dataclass
 class Prepared:
     data: Any                          # ImageData: training images and the held-out test images
@@ -106,12 +131,11 @@ class GanJob(Job):
         self.epoch_images = settings.get("epoch_images") or len(x_train)
         self.objective = settings["objective"]
         self.d_steps = settings["d_steps"]
-        self.win_steps = settings["d_win_steps"]
+        self.guard = Guard(settings["d_win_steps"], device, "GAN", "lower --lr or try --objective hinge")
         self.judge, self.reference = judge, reference
         self.fixed_noise = torch.randn(64, self.latent_dim, generator=torch.Generator().manual_seed(1234)).to(device)
         self.fd_seed = 4321   # the noise for the per-epoch FD: the same every epoch, so epochs compare
         self.step = 0
-        self.streak = torch.zeros((), device=device)     # consecutive steps the discriminator won outright
         self.g_loss = torch.zeros((), device=device)     # the last generator loss (carried when d_steps > 1)
         self.epochs_done = 0
 
@@ -148,23 +172,12 @@ class GanJob(Job):
             self.discriminator.requires_grad_(True)
             self.g_loss = g_loss.detach()
         d_loss = d_loss.detach()
-        self.streak = (self.streak + 1) * (d_loss < D_WIN_LOSS)
+        self.guard.update(d_loss)
         if ctx.device.type != "cuda" or self.step % CHECK_EVERY_CUDA == 0:
-            self.check(d_loss)
+            self.guard.check(d_loss + self.g_loss, self.step, self.run_path)
         squash = torch.sigmoid if self.objective == "ns" else (lambda t: t)
         return len(index), {"d_loss": d_loss, "g_loss": self.g_loss,
                             "d_real": squash(d_real.detach()).mean(), "d_fake": squash(d_fake.detach()).mean()}
-
-    def check(self, d_loss: torch.Tensor) -> None:
-        where = f"the last good checkpoint is in {self.run_path / 'checkpoint'}" if self.run_path else ""
-        if not torch.isfinite(d_loss + self.g_loss):
-            raise Diverged(f"training diverged: a GAN loss became {(d_loss + self.g_loss).item()} at step "
-                           f"{self.step}; lower --lr or try --objective hinge; {where}")
-        if self.win_steps and self.streak.item() >= self.win_steps:
-            raise DiscriminatorWon(
-                f"the discriminator told every real from every generated image for {self.win_steps} steps in a "
-                f"row (step {self.step}): the generator gets no signal; lower --lr, try --objective hinge or "
-                f"raise --d-win-steps; {where}")
 
     def validate(self) -> dict[str, float]:
         self.epochs_done += 1
@@ -181,11 +194,11 @@ class GanJob(Job):
         return {"fd": gan_eval.frechet_distance(features, self.reference.heldout_features)}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"step": self.step, "streak": self.streak, "g_loss": self.g_loss, "epochs_done": self.epochs_done}
+        return {"step": self.step, "streak": self.guard.streak, "g_loss": self.g_loss, "epochs_done": self.epochs_done}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.step, self.epochs_done = state["step"], state["epochs_done"]
-        self.streak, self.g_loss = state["streak"].to(self.device), state["g_loss"].to(self.device)
+        self.guard.streak, self.g_loss = state["streak"].to(self.device), state["g_loss"].to(self.device)
 
 
 def flops_per_example(gan: nn.Module, latent_dim: int) -> int:
