@@ -260,3 +260,21 @@ def test_bad_inputs_exit_2_with_one_line(folder, tmp_path, capsys, extra, messag
     assert main(train_args(folder, tmp_path / "run", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_a_folder_without_classes_trains_and_is_judged_by_which_way_up_its_images_are(tmp_path):
+    rng = np.random.default_rng(0)
+    flat = tmp_path / "shoes"
+    flat.mkdir()
+    for i in range(40):   # an 'L' (bar down the left, foot along the bottom): each turn looks different
+        img = rng.integers(0, 30, (16, 16)).astype(np.uint8)
+        x, y, n = rng.integers(1, 5), rng.integers(1, 4), rng.integers(8, 11)
+        img[y:y + n, x:x + 3] = 230
+        img[y + n - 3:y + n, x:x + n] = 230
+        Image.fromarray(img, "L").save(flat / f"{i:03d}.png")
+    out = tmp_path / "run"
+    assert main(train_args(flat, out, "--judge-epochs", "8")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["class_histogram"]) == gan_eval.ROTATIONS and metrics["fd"] >= 0
+    assert metrics["judge_test_accuracy"] > 0.6       # it learned the turns (chance: 0.25)
+    assert metrics["heldout_class_histogram"]["upright"] > 0.6

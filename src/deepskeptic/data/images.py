@@ -75,13 +75,15 @@ class ImageData:
 
 
 def load_image_data(spec: str, *, image_size: int | None = None, val_split: float = 0.1,
-                    seed: int = 0, limit: int | None = None) -> ImageData:
+                    seed: int = 0, limit: int | None = None, unlabelled: bool = False) -> ImageData:
     """Load 'digits', 'fashion-mnist' or a folder of images, split into train/val/test.
 
     ``image_size`` resizes built-ins too (default: native size; for folders the median of
     max(h, w)). ``val_split`` in [0, 1) is carved from the training part (0: empty validation
     tensors shaped (0, C, H, W)). ``seed`` is accepted for symmetry with training but never
     changes a split. ``limit`` keeps at most that many training images (stratified, fixed).
+    ``unlabelled`` also accepts a folder of images without class subfolders, or with one: a single
+    class named after the folder (for tasks that need no labels, such as `gan`).
     """
     if not (isinstance(val_split, (int, float)) and 0 <= val_split < 1):
         raise UserError(f"validation split {val_split!r} is out of range: give a fraction in [0, 1), e.g. 0.1")
@@ -98,7 +100,7 @@ def load_image_data(spec: str, *, image_size: int | None = None, val_split: floa
         x_tr, y_tr, x_te, y_te, source = _fashion_mnist()
         classes = list(FASHION_CLASSES)
     else:
-        x_tr, y_tr, x_te, y_te, classes, skipped = _folder(spec, image_size)
+        x_tr, y_tr, x_te, y_te, classes, skipped = _folder(spec, image_size, unlabelled)
         source = str(Path(spec).resolve())
     if val_split > 0:
         tr, va = _split(y_tr, val_split)
@@ -242,8 +244,10 @@ def _image_files(folder: Path) -> list[Path]:
     return out
 
 
-def _class_folders(root: Path) -> dict[str, list[Path]]:
+def _class_folders(root: Path, unlabelled: bool = False) -> dict[str, list[Path]]:
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if unlabelled and not subs and _image_files(root):
+        return {root.resolve().name or "images": _image_files(root)}
     if not subs:
         loose = "it has images but " if _image_files(root) else ""
         raise UserError(f"data folder '{root}' has no class subfolders ({loose}images must be in one "
@@ -253,13 +257,13 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
         if not files:
             raise UserError(f"class folder '{root / name}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
                             "add images or remove the folder")
-    if len(classes) < 2:
+    if len(classes) < 2 and not unlabelled:
         raise UserError(f"data folder '{root}' has only 1 class ('{subs[0].name}'): a classifier needs at "
                         "least 2 class subfolders")
     return classes
 
 
-def _folder(spec: str, image_size: int | None):
+def _folder(spec: str, image_size: int | None, unlabelled: bool = False):
     root = Path(spec).expanduser()
     if not root.exists():
         if "/" not in spec and os.sep not in spec:
@@ -272,13 +276,13 @@ def _folder(spec: str, image_size: int | None):
         raise UserError(f"data folder '{spec}' is empty: put images in one subfolder per class")
     names = {p.name: p for p in root.iterdir() if p.is_dir()}
     if "train" in names and "test" in names:
-        parts = {"train": _class_folders(names["train"]), "test": _class_folders(names["test"])}
+        parts = {"train": _class_folders(names["train"], unlabelled), "test": _class_folders(names["test"], unlabelled)}
         a, b = set(parts["train"]), set(parts["test"])
         if a != b:
             raise UserError(f"train/ and test/ in '{spec}' have different classes (only in train: "
                             f"{sorted(a - b) or 'none'}, only in test: {sorted(b - a) or 'none'}): make them match")
     else:
-        parts = {"all": _class_folders(root)}
+        parts = {"all": _class_folders(root, unlabelled)}
     classes = sorted(next(iter(parts.values())))
     files = [(part, p, classes.index(c)) for part, cl in parts.items() for c in classes for p in cl[c]]
     label = {p: str(p.relative_to(root)) for _, p, _ in files}

@@ -75,7 +75,7 @@ def load_data(settings: dict[str, Any]):
     """The data set of ``settings`` (val_split 0: the test split is the held-out set), filtered to
     ``classes``; ``limit_data`` cuts it to ``limit``."""
     from deepskeptic.data.images import load_image_data
-    data = load_image_data(str(settings["data"]), image_size=settings["image_size"], val_split=0.0)
+    data = load_image_data(str(settings["data"]), image_size=settings["image_size"], val_split=0.0, unlabelled=True)
     wanted = parse_classes(settings.get("classes"))
     if wanted:
         for name in wanted:

@@ -156,14 +156,30 @@ def get_judge(name: str, data, settings: dict[str, Any]) -> Judge:
     """The judge for ``data`` (an ImageData with >= 2 classes): --judge RUN, the cache, or a new one."""
     if settings.get("judge"):
         return open_judge(settings["judge"], data.channels, data.image_size)
-    if data.num_classes < 2:
-        raise UserError("measuring needs a judge classifier, which needs at least 2 classes: use class "
-                        "subfolders or pass --judge RUN (an image run on images of this size)")
+    if data.num_classes < 2:   # no labels to learn: the judge learns which way up an image is
+        data = rotation_data(data)
     epochs, limit = settings["judge_epochs"], settings["judge_limit"]
     target = _cache_root() / "judges" / data_key(name, data, epochs, limit)
     if not (target / "metrics.json").is_file():
         _train_judge(name, data, settings, epochs, limit, target)
     return open_judge(str(target), data.channels, data.image_size)
+
+
+ROTATIONS = ["upright", "turned-left", "upside-down", "turned-right"]
+
+
+def rotation_data(data):
+    """A labelled task made from unlabelled images: each image four times, turned by 0, 90, 180 and
+    270 degrees, labelled by the turn (Gidaris et al. 2018). Telling which way up an image is needs
+    the shapes and parts of its objects, so the judge's features describe them, as a class judge's
+    do; its histogram over generated images is the share it sees as upright."""
+    def turned(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
+        return xs, torch.arange(4).repeat_interleave(len(x))
+    x_train, y_train = turned(data.x_train, data.y_train)
+    x_test, y_test = turned(data.x_test, data.y_test)
+    return dataclasses.replace(data, name=f"{data.name}-rotations", classes=list(ROTATIONS),
+                               x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
 def _train_judge(name: str, data, settings: dict[str, Any], epochs: int, limit: int, target: Path) -> None:
