@@ -11,7 +11,7 @@ from torch import nn
 
 from deepskeptic import fileio
 from deepskeptic.checkpoint import CHECKPOINT_FILE, load_state, save_state
-from deepskeptic.engine import Diverged, Job, LoopSettings, fit, lr_factor
+from deepskeptic.engine import BestWeights, Diverged, Job, LoopSettings, fit, lr_factor
 from deepskeptic.errors import UserError
 from deepskeptic.runs import Run
 
@@ -249,3 +249,19 @@ def test_checkpoint_refuses_objects_it_cannot_store_safely(tmp_path):
     with pytest.raises(TypeError, match="cannot checkpoint"):
         save_state(tmp_path / CHECKPOINT_FILE, {"f": lambda: 0})
     assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+def test_best_weights_keep_the_lowest_score_and_survive_a_checkpoint():
+    layer = nn.Linear(2, 1)
+    best = BestWeights(layer)
+    assert best.restore() is None                     # nothing offered: nothing to restore
+    for epoch, score in enumerate([3.0, 1.0, 2.0], start=1):
+        with torch.no_grad():
+            layer.weight.fill_(float(epoch))
+        best.offer(score, epoch)
+    copy = BestWeights(layer)
+    copy.load(best.state(), torch.device("cpu"))      # as a resumed run would
+    assert copy.restore() == 2 and torch.all(layer.weight == 2.0) and copy.score == 1.0
+    off = BestWeights(layer, enabled=False)
+    off.offer(0.0, 1)
+    assert off.restore() is None

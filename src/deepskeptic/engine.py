@@ -127,6 +127,42 @@ class Job:
         pass
 
 
+class BestWeights:
+    """A module's weights at its best (lowest) validation score so far: early stopping that never
+    stops — training runs its epochs or budget, and the run keeps the best epoch's weights. A job
+    offers a score after each validation, ``restore`` loads the best weights at the end, and
+    ``state``/``load`` carry them through checkpoints (resume stays exact)."""
+
+    def __init__(self, module: nn.Module, enabled: bool = True):
+        self.module, self.enabled = module, enabled
+        self.best: dict[str, Any] = {}          # {'score', 'epoch', 'weights'} once something was offered
+
+    def offer(self, score: float, epoch: int) -> None:
+        if self.enabled and score < self.best.get("score", math.inf):
+            self.best = {"score": score, "epoch": epoch,
+                         "weights": {k: v.detach().clone() for k, v in self.module.state_dict().items()}}
+
+    @property
+    def score(self) -> float | None:
+        return self.best.get("score")
+
+    def restore(self) -> int | None:
+        """Load the best weights into the module; returns their epoch (None when nothing was kept)."""
+        if not self.best:
+            return None
+        self.module.load_state_dict(self.best["weights"])
+        return self.best["epoch"]
+
+    def state(self) -> dict[str, Any]:
+        return self.best
+
+    def load(self, state: dict[str, Any] | None, device: torch.device) -> None:
+        state = dict(state or {})
+        if state:
+            state["weights"] = {k: v.to(device) for k, v in state["weights"].items()}
+        self.best = state
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

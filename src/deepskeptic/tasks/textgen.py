@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepskeptic.engine import Job, StepContext
+from deepskeptic.engine import BestWeights, Job, StepContext
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.text import CharLM, ClassicalModel
@@ -107,8 +107,7 @@ class TextGenJob(Job):
                                             settings["epoch_chars"] // (self.batch * self.seq_len)))
         self.val = prepared.val
         self.state: tuple[torch.Tensor, ...] | None = None
-        self.keep_best = settings["keep_best"]
-        self.best: dict[str, Any] = {}          # {'bpc', 'epoch', 'weights'} of the best validation so far
+        self.best = BestWeights(model, settings["keep_best"])   # the weights of the lowest validation bpc
         self.epochs_validated = 0
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
@@ -133,20 +132,11 @@ class TextGenJob(Job):
     def validate(self) -> dict[str, float]:
         bpc, _ = stream_bpc(self.model, self.val, self.device)
         self.epochs_validated += 1
-        if self.keep_best and bpc < self.best.get("bpc", math.inf):
-            self.best = {"bpc": bpc, "epoch": self.epochs_validated,
-                         "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+        self.best.offer(bpc, self.epochs_validated)
         return {"bpc": bpc}
 
-    def restore_best(self) -> int | None:
-        """Load the weights of the epoch with the lowest validation bpc; returns that epoch."""
-        if not self.best:
-            return None
-        self.model.load_state_dict(self.best["weights"])
-        return self.best["epoch"]
-
     def extra_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"epochs_validated": self.epochs_validated, "best": self.best}
+        out: dict[str, Any] = {"epochs_validated": self.epochs_validated, "best": self.best.state()}
         if self.state is not None:
             out["state"] = list(self.state)
         return out
@@ -154,10 +144,7 @@ class TextGenJob(Job):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.state = tuple(s.to(self.device) for s in state["state"]) if "state" in state else None
         self.epochs_validated = state.get("epochs_validated", 0)
-        best = state.get("best") or {}
-        if best:
-            best["weights"] = {k: v.to(self.device) for k, v in best["weights"].items()}
-        self.best = best
+        self.best.load(state.get("best"), self.device)
 
 
 class ClassicalJob(Job):
@@ -318,7 +305,7 @@ class TextGenTask(Task):
                 metrics.update(ngram_order=job.fitted["order"],
                                val_bpc_by_order={str(k): v for k, v in job.fitted["val_bpc_by_order"].items()})
         else:
-            best_epoch = job.restore_best()
+            best_epoch = job.best.restore()
             if best_epoch is not None:  # the saved weights are the ones the test numbers belong to
                 run.save_weights(job.modules)
             test_bpc, chars = stream_bpc(job.model, prepared.test, device)
