@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from deepskeptic.cli import main
 from deepskeptic.runs import Run
@@ -96,6 +97,16 @@ def test_explain_plots_gates_and_evaluate_recomputes(capsys, lstm_run, tmp_path)
     gates = json.loads((tmp_path / "ex" / "lstm-gates.json").read_text())
     assert gates["units"] == [0, 3] and np.asarray(gates["forget"]).shape == (12, 2)
     user_error(capsys, "explain", lstm_run, "--cells", "99", match="units 0..7")
+    # the gates are those of the first member's LSTM on what it sees: the target relative to its last value
+    from deepskeptic.tasks.forecast import ForecastTask
+    from deepskeptic.tasks.forecast_use import lstm_gates, prepared_for_run
+    task, run = ForecastTask(), Run.open(lstm_run)
+    _, _, last, _, _, _ = lstm_gates(task, run, None)
+    model, prepared = task.load_model(run), prepared_for_run(run, None)
+    x = torch.from_numpy(prepared.scaled()[-12:]).float()[None]
+    with torch.no_grad():
+        hidden = model.members[0].rnn(model.core_input(x))[0][0]             # (L, hidden)
+    np.testing.assert_allclose(last["hidden"], hidden.numpy(), atol=1e-5)
     rc, out, err = cli(capsys, "evaluate", lstm_run)
     assert rc == 0 and json.loads(out)["test_mase"] == pytest.approx(Run(lstm_run).metrics["test_mase"])
 

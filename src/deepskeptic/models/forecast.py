@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from deepskeptic.errors import UserError
 from deepskeptic.models.registry import register
 
 # Training settings shared by the networks: windows are few (tens to thousands), so batches are
@@ -33,28 +34,55 @@ class WindowForecaster(nn.Module):
     output is added to an anchor: the value one season before each forecast step (the seasonal
     naive forecast) when 1 < season <= L, else the last value (the naive forecast). The network
     learns the correction to the simplest forecast, as the M4 winner (Smyl's ES-RNN) did with its
-    per-series level and seasonality."""
+    per-series level and seasonality.
 
-    def __init__(self, cfg):
+    With ``members`` K > 1 the network is an ensemble of K cores of the same shape, each initialised
+    from its own random draw and trained on its own loss (``member_forecasts``); the forecast is the
+    median of their K forecasts per step (N-BEATS and the M4 leaders ensembled this way: on short
+    series most of a network's error is its variance from the seed, and the median removes much
+    of it)."""
+
+    def __init__(self, cfg, make_core):
         super().__init__()
         self.level_relative, self.keep_level = cfg.level_relative, cfg.keep_level
         self.season, self.horizon = cfg.season, cfg.horizon
+        if not isinstance(cfg.members, int) or isinstance(cfg.members, bool) or cfg.members < 1:
+            raise UserError(f"members must be a positive whole number, got {cfg.members!r}")
+        self.members = nn.ModuleList(make_core(k) for k in range(cfg.members))
 
-    def core(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
+    def core_input(self, x: Tensor) -> Tensor:
+        """What each core sees: (B, L, F) -> (B, L, F'), the target relative to its last value
+        (and the absolute level when kept) with level_relative, else x itself."""
         if not self.level_relative:
-            return self.core(x)
-        steps = x.shape[1]
-        last = x[:, -1, :1]                                                    # (B, 1)
-        target = x[..., :1] - last[:, None, :]                                 # (B, L, 1)
+            return x
+        target = x[..., :1] - x[:, -1:, :1]                                    # (B, L, 1)
         extra = [x[..., :1]] if self.keep_level else []
-        y = self.core(torch.cat([target, *extra, x[..., 1:]], dim=-1))        # (B, H)
+        return torch.cat([target, *extra, x[..., 1:]], dim=-1)
+
+    def member_forecasts(self, x: Tensor) -> Tensor:
+        """(B, L, F) -> (K, B, H): each member's forecast, anchored."""
+        inputs = self.core_input(x)
+        steps = x.shape[1]
+        y = torch.stack([core(inputs[:, steps - member_span(k, steps):])       # (B, span_k, F') -> (B, H)
+                         for k, core in enumerate(self.members)])              # (K, B, H)
+        if not self.level_relative:
+            return y
         if 1 < self.season <= steps:
             lags = steps - self.season + torch.arange(self.horizon, device=x.device) % self.season
             return y + x[:, lags, 0]                                           # seasonal naive anchor
-        return y + last                                                        # naive anchor
+        return y + x[:, -1, :1]                                                # naive anchor
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.member_forecasts(x)                                           # (K, B, H)
+        return y[0] if len(y) == 1 else y.quantile(0.5, dim=0)                 # (B, H); the mean of the middle two for even K
+
+
+def member_span(k: int, steps: int) -> int:
+    """Steps of the window member k sees: the whole window for even k, its last half for odd k.
+    Ensembles over lookbacks (N-BEATS used 2H to 7H) add the diversity that seeds alone do not
+    give: a short window fits recent dynamics with fewer inputs to overfit, a long one sees more
+    context, and the data, not a default, decide between them through the median."""
+    return steps if k % 2 == 0 else max(1, (steps + 1) // 2)
 
 
 def zero_init(layer: nn.Linear) -> nn.Linear:
@@ -70,15 +98,15 @@ def _width(cfg) -> int:
     return cfg.input_size + int(cfg.level_relative and cfg.keep_level)
 
 
-class RecurrentForecaster(WindowForecaster):
+class RecurrentCore(nn.Module):
     """A recurrent encoder over the window, then a linear head from the last hidden state to H values."""
 
-    def __init__(self, cfg, rnn: nn.Module):
-        super().__init__(cfg)
+    def __init__(self, rnn: nn.Module, hidden: int, horizon: int):
+        super().__init__()
         self.rnn = rnn
-        self.head = zero_init(nn.Linear(cfg.hidden, cfg.horizon))
+        self.head = zero_init(nn.Linear(hidden, horizon))
 
-    def core(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(x)                  # (B, L, hidden)
         return self.head(out[:, -1])          # (B, H)
 
@@ -93,15 +121,17 @@ class RNNConfig:
     dropout: float = 0.0         # between layers (only with layers > 1)
     level_relative: bool = True  # see the target relative to its last value, predict corrections to (seasonal) naive
     keep_level: bool = False     # with level_relative: also see the absolute (scaled) target
+    members: int = 2             # ensemble of K cores, forecast = their median per step (mean for K = 2); odd members
+                                 # see the last half of the window, even ones all of it (see member_span)
 
 
 @register("forecast", "rnn", RNNConfig, role="baseline",
           description="Elman network (tanh), truncated BPTT over the lookback window",
           train_defaults={**NETWORK_DEFAULTS})
 def build_rnn(cfg: RNNConfig) -> nn.Module:
-    rnn = nn.RNN(_width(cfg), cfg.hidden, num_layers=cfg.layers, nonlinearity="tanh", batch_first=True,
-                 dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-    return RecurrentForecaster(cfg, rnn)
+    return WindowForecaster(cfg, lambda k: RecurrentCore(
+        nn.RNN(_width(cfg), cfg.hidden, num_layers=cfg.layers, nonlinearity="tanh", batch_first=True,
+               dropout=cfg.dropout if cfg.layers > 1 else 0.0), cfg.hidden, cfg.horizon))
 
 
 @dataclass
@@ -114,30 +144,27 @@ class LSTMConfig:
     dropout: float = 0.1         # between the stacked layers; light, the series are short
     level_relative: bool = True
     keep_level: bool = False
+    members: int = 2
 
 
 @register("forecast", "lstm", LSTMConfig, role="deep",
           description="stacked LSTM with dropout between layers (nn.LSTM; ExplicitLSTM for explain)",
           train_defaults={**NETWORK_DEFAULTS})
 def build_lstm(cfg: LSTMConfig) -> nn.Module:
-    lstm = nn.LSTM(_width(cfg), cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                   dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-    return RecurrentForecaster(cfg, lstm)
+    return WindowForecaster(cfg, lambda k: RecurrentCore(
+        nn.LSTM(_width(cfg), cfg.hidden, num_layers=cfg.layers, batch_first=True,
+                dropout=cfg.dropout if cfg.layers > 1 else 0.0), cfg.hidden, cfg.horizon))
 
 
-class WindowMLP(WindowForecaster):
-    def __init__(self, cfg: "MLPConfig"):
-        super().__init__(cfg)
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = _width(cfg) * cfg.lookback
-        for _ in range(cfg.layers):
-            layers += [nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
-            width = cfg.hidden
-        layers.append(zero_init(nn.Linear(width, cfg.horizon)))
-        self.net = nn.Sequential(*layers)
-
-    def core(self, x: Tensor) -> Tensor:
-        return self.net(x)                    # (B, L*F) -> (B, H)
+def window_mlp(cfg: "MLPConfig", steps: int) -> nn.Module:
+    """(B, steps, F') -> (B, H): the window flattened through ReLU hidden layers."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = _width(cfg) * steps
+    for _ in range(cfg.layers):
+        layers += [nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+        width = cfg.hidden
+    layers.append(zero_init(nn.Linear(width, cfg.horizon)))
+    return nn.Sequential(*layers)
 
 
 @dataclass
@@ -151,13 +178,14 @@ class MLPConfig:
     dropout: float = 0.1
     level_relative: bool = True
     keep_level: bool = False
+    members: int = 2
 
 
 @register("forecast", "mlp", MLPConfig, role="baseline",
           description="window-in, horizon-out perceptron (two ReLU hidden layers)",
           train_defaults={**NETWORK_DEFAULTS})
 def build_mlp(cfg: MLPConfig) -> nn.Module:
-    return WindowMLP(cfg)
+    return WindowForecaster(cfg, lambda k: window_mlp(cfg, member_span(k, cfg.lookback)))
 
 
 # ------------------------------------------------------------------ statistical baselines

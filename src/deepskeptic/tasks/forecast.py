@@ -62,8 +62,9 @@ def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
     """Cut a series of n points; UserError when it is too short for the asked geometry."""
     if season >= n:
         raise UserError(f"--season {season} is not shorter than the series {name} ({n} points); give a smaller --season")
-    if val_origins is None:  # a tenth of what precedes the test origins, at most K
-        val_origins = max(1, min(origins, (n - horizon - origins + 1 - 2 * horizon) // 10))
+    if val_origins is None:  # a tenth of what precedes the test origins: early stopping on a year of a
+        # monthly series picks the epoch that suits that year's weather, on six years one that generalises
+        val_origins = max(1, (n - horizon - origins + 1 - 2 * horizon) // 10)
     first_test = n - horizon - origins + 1
     train_end = first_test - (horizon + val_origins - 1 if val_origins else 0)
     room = train_end - horizon  # the most any lookback can be while leaving one training window
@@ -98,7 +99,7 @@ class ForecastTask(Task):
         "lookback": None,      # steps a network sees (default max(2 seasons, 2 horizons), at most half the training span)
         "season": None,        # seasonal period in steps (default from the frequency: 12 monthly, 4 quarterly...)
         "origins": 12,         # K: backtest origins, one step apart, the last one H steps before the end
-        "val_origins": None,   # validation origins before the test ones (default a tenth of the history, at most K)
+        "val_origins": None,   # validation origins before the test ones (default a tenth of the history before them)
         "keep_best": True,     # networks keep the weights of their best validation epoch (early stopping)
         "cpu_bf16": False,     # fp32 on CPUs: small recurrent nets gain little from bf16, and series lose precision
     }
@@ -175,10 +176,11 @@ class ForecastTask(Task):
             future = forecast(job.module.method, form, p.series.values, p.horizon, p.season)
             future_seconds = time.perf_counter() - start
         else:
-            best_epoch = job.restore_best()
-            if best_epoch is not None:  # the run's weights are those of the best validation epoch
+            best_epochs = job.restore_best()
+            if best_epochs is not None:  # the run's weights are those of each member's best validation epoch
                 run.save_weights(job.modules)
-                metrics_extra.update(best_epoch=best_epoch, best_val_mase=job.best["mase"])
+                metrics_extra.update(best_epoch=best_epochs[0] if len(best_epochs) == 1 else best_epochs,
+                                     best_val_mase=job.best["mase"])
             forecasts, form = network_forecasts(job.model, p, origins, device), {}
             future = network_forecasts(job.model, p, np.array([len(p.series)]), device,
                                        features=np.vstack([p.features(), np.zeros((p.horizon, p.features().shape[1]))]))[0]

@@ -37,13 +37,14 @@ def windows(z: np.ndarray, origins: np.ndarray, lookback: int, horizon: int) -> 
 
 @torch.no_grad()
 def network_forecasts(model: nn.Module, prepared: Prepared, origins: np.ndarray, device: torch.device,
-                      features: np.ndarray | None = None) -> np.ndarray:
-    """(K, H) forecasts in the series' units at ``origins``, each from the L values before it."""
+                      features: np.ndarray | None = None, members: bool = False) -> np.ndarray:
+    """(K, H) forecasts in the series' units at ``origins``, each from the L values before it
+    ((M, K, H), one per ensemble member, with ``members``)."""
     z = ((prepared.features() if features is None else features) - prepared.mean) / prepared.std
     x, _ = windows(z, origins, prepared.lookback, prepared.horizon)
     model.eval()
     with one_thread():
-        out = model(x.to(device)).float().cpu().numpy()
+        out = (model.member_forecasts if members else model)(x.to(device)).float().cpu().numpy()
     model.train()
     return out * prepared.std[0] + prepared.mean[0]
 
@@ -75,31 +76,46 @@ class NetworkJob(Job):
     def train_step(self, index: torch.Tensor, ctx: StepContext):
         index = index.to(self.device)
         with one_thread(), ctx.autocast():
-            pred = self.model(self.x[index])
-            loss = F.l1_loss(pred.float(), self.y[index])
+            # each ensemble member on its own loss (the mean of K independent ones), not the median's
+            pred = self.model.member_forecasts(self.x[index])               # (K, B, H)
+            loss = F.l1_loss(pred.float(), self.y[index].expand_as(pred))
             ctx.backward_step(loss, clip=1.0)  # clipping: recurrent gradients can explode on long windows
         return len(index), {"loss": loss.detach()}
 
     def validate(self) -> dict[str, float]:
+        """Validation MASE of the ensemble's forecast; with keep_best also of each member, each of
+        which keeps the weights of its own best epoch (epoch 0, the untrained anchor, included):
+        a member that overfits fast stops early while another goes on learning."""
         if len(self.val_origins) == 0:
             return {}
         p = self.prepared
-        forecast = network_forecasts(self.model, p, self.val_origins, self.device)
+        member_forecasts = network_forecasts(self.model, p, self.val_origins, self.device, members=True)  # (K, V, H)
+        forecast = np.median(member_forecasts, axis=0)
         actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
         scales = backtest_scales(p.series.values, self.val_origins, p.season)
         m = accuracy(actual, forecast, scales)
         self.epochs_seen += 1
-        if self.keep_best and m["test_mase"] < self.best.get("mase", np.inf):
-            self.best = {"mase": m["test_mase"], "epoch": self.epochs_seen,
-                         "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+        if self.keep_best:
+            if not self.best:
+                self.best = {"members": [{"mase": np.inf} for _ in self.model.members]}
+            for k, (core, best) in enumerate(zip(self.model.members, self.best["members"])):
+                mase = accuracy(actual, member_forecasts[k], scales)["test_mase"]
+                if mase < best["mase"]:
+                    best.update(mase=mase, epoch=self.epochs_seen,
+                                weights={n: v.detach().clone() for n, v in core.state_dict().items()})
         return {"loss": float(np.mean(np.abs(actual - forecast)) / p.std[0]), "mase": m["test_mase"]}
 
-    def restore_best(self) -> int | None:
-        """Load the weights of the epoch with the best validation MASE; returns that epoch."""
+    def restore_best(self) -> list[int] | None:
+        """Load each member's weights of its epoch with the best validation MASE; returns those
+        epochs (one per member) and sets ``best["mase"]``, the kept ensemble's validation MASE."""
         if not self.best:
             return None
-        self.model.load_state_dict(self.best["weights"])
-        return self.best["epoch"]
+        for core, best in zip(self.model.members, self.best["members"]):
+            core.load_state_dict(best["weights"])
+        self.keep_best, epochs_seen = False, self.epochs_seen  # measure the kept weights without recording
+        self.best["mase"] = self.validate()["mase"]
+        self.keep_best, self.epochs_seen = True, epochs_seen
+        return [best["epoch"] for best in self.best["members"]]
 
     def extra_state(self) -> dict[str, Any]:
         return {"best": self.best, "epochs_seen": self.epochs_seen}

@@ -96,16 +96,17 @@ def predict(task, run: Run, args: argparse.Namespace) -> int:
 def lstm_gates(task, run: Run, cells: str | None):
     """Gates of the trained LSTM over the last lookback window of the run's series.
 
-    Returns (window (L,), forecast (H,), {gate: (L, hidden)} of the last layer, units, time labels, layer)."""
+    Returns (window (L,), forecast (H,), {gate: (L, hidden)} of the last layer, units, time labels, layer).
+    In an ensemble (members > 1) the gates are those of the first member."""
     from deepskeptic.models.lstm_cell import ExplicitLSTM
     model = task.load_model(run)
-    lstm = getattr(model, "rnn", None)
+    lstm = getattr(model.members[0], "rnn", None) if hasattr(model, "members") else None
     if not isinstance(lstm, nn.LSTM):
         raise UserError(f"explain shows LSTM gates; run {run.path} is a '{run.config['settings']['model']}' model: "
                         f"use an lstm run")
     prepared = prepared_for_run(run, None)
     series, L = prepared.series, prepared.lookback
-    x = torch.from_numpy(prepared.scaled()[-L:]).float()[None]           # (1, L, F)
+    x = model.core_input(torch.from_numpy(prepared.scaled()[-L:]).float()[None])  # (1, L, F'): what the LSTM sees
     explicit = ExplicitLSTM.from_lstm(lstm)
     with torch.no_grad():
         _, _, gates = explicit(x)                                         # each (layers, 1, L, H)

@@ -1,0 +1,93 @@
+"""The forecasting networks' recipe: ensembles of members over two window lengths, the median of
+their forecasts, each member keeping its own best validation epoch (the untrained anchor
+included), and the validation span's default size."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepskeptic.errors import UserError
+from deepskeptic.models import registry
+from deepskeptic.tasks.forecast import ForecastTask, plan
+from deepskeptic.tasks.forecast_jobs import NetworkJob
+from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
+
+
+@pytest.mark.parametrize("name", ["lstm", "rnn", "mlp"])
+def test_members_see_whole_and_half_windows_and_forecast_their_median(name):
+    torch.manual_seed(0)
+    model = ForecastTask().example_model(name, {"features": 2, "horizon": 3, "lookback": 8}).eval()  # no dropout
+    assert len(model.members) == 2                                      # the default ensemble
+    for p in model.parameters():                                        # zero heads would hide the inputs
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(4, 8, 2)
+    members = model.member_forecasts(x)
+    assert members.shape == (2, 4, 3)
+    torch.testing.assert_close(model(x), members.mean(0))               # the median of two is their mean
+    early = x.clone()
+    early[:, :3, 0] += 5.0                                              # change steps the half window omits
+    # (the last value, the anchor and step 4 on are untouched)
+    changed = model.member_forecasts(early)
+    assert not torch.allclose(changed[0], members[0])                   # member 0 sees all 8 steps
+    torch.testing.assert_close(changed[1], members[1])                  # member 1 only the last 4
+
+
+def test_median_of_odd_members_and_bad_member_counts():
+    cfg = registry.make_config("forecast", "rnn", horizon=2, members=3)
+    model = registry.spec("forecast", "rnn").build(cfg)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(5, 6, 1)
+    torch.testing.assert_close(model(x), model.member_forecasts(x).median(0).values)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(UserError, match="members must be a positive whole number"):
+            registry.spec("forecast", "rnn").build(registry.make_config("forecast", "rnn", members=bad))
+
+
+def _trend_job(tmp_path: Path) -> NetworkJob:
+    """An lstm job on y = t (no season): the naive anchor lags the trend by h+1 at step h."""
+    path = tmp_path / "line.csv"
+    path.write_text("y\n" + "".join(f"{float(i)}\n" for i in range(80)))
+    task = ForecastTask()
+    settings = {**task.task_defaults, "data": str(path), "time_col": "none", "horizon": 3, "origins": 3,
+                "lookback": 6, "model": "lstm", "model_config": {"hidden": 4}}
+    prepared = task.prepare(settings)
+    model = task.create_model("lstm", settings["model_config"], prepared)
+    return NetworkJob(model, prepared, {**settings, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8},
+                      torch.device("cpu"))
+
+
+def test_each_member_keeps_its_own_best_epoch_untrained_anchor_included(tmp_path):
+    job = _trend_job(tmp_path)
+    p, members = job.prepared, job.model.members
+    assert [b["epoch"] for b in job.best["members"]] == [0, 0]          # validated before any training
+    with torch.no_grad():
+        members[0].head.bias.copy_(torch.arange(1, 4) / float(p.std[0]))  # member 0: the exact trend
+        members[1].head.bias.fill_(100.0)                               # member 1: far worse than its anchor
+    job.validate()                                                      # "epoch 1"
+    assert job.restore_best() == [1, 0]
+    torch.testing.assert_close(members[0].head.bias, torch.arange(1, 4) / float(p.std[0]))
+    assert torch.count_nonzero(members[1].head.bias) == 0               # back to the anchor's zero head
+    origins = p.split.val_window_origins()
+    actual = np.stack([p.series.values[o:o + 3] for o in origins])
+    naive = p.series.values[origins - 1][:, None].repeat(3, axis=1)
+    exact_and_naive = (actual + naive) / 2                               # the mean of the kept members
+    want = accuracy(actual, exact_and_naive, backtest_scales(p.series.values, origins, 1))["test_mase"]
+    assert job.best["mase"] == pytest.approx(want, rel=1e-4)
+
+
+def test_without_keep_best_nothing_is_kept(tmp_path):
+    job = _trend_job(tmp_path)
+    job.keep_best, job.best = False, {}
+    job.validate()
+    assert job.best == {} and job.restore_best() is None
+
+
+def test_validation_origins_default_to_a_tenth_of_the_history():
+    # 500 points, horizon 12, 12 test origins: the first at 477; (477 - 2 horizons) // 10
+    assert plan(500, horizon=12, season=12, origins=12, lookback=None, val_origins=None, name="s").val_origins == 45
+    assert plan(100, 10, 1, 12, None, None, "s").val_origins == 5
+    assert plan(500, 12, 12, 12, None, 7, "s").val_origins == 7        # given: kept
