@@ -20,19 +20,22 @@ from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
 def test_members_see_whole_and_half_windows_and_forecast_their_median(name):
     torch.manual_seed(0)
     model = ForecastTask().example_model(name, {"features": 2, "horizon": 3, "lookback": 8}).eval()  # no dropout
-    assert len(model.members) == 2                                      # the default ensemble
+    assert len(model.members) == 4                                      # the default ensemble
     for p in model.parameters():                                        # zero heads would hide the inputs
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(4, 8, 2)
     members = model.member_forecasts(x)
-    assert members.shape == (2, 4, 3)
-    torch.testing.assert_close(model(x), members.mean(0))               # the median of two is their mean
+    assert members.shape == (4, 4, 3)
+    middle = members.sort(0).values[1:3]                                # the median of four: its middle two's mean
+    torch.testing.assert_close(model(x), middle.mean(0))
     early = x.clone()
     early[:, :3, 0] += 5.0                                              # change steps the half window omits
     # (the last value, the anchor and step 4 on are untouched)
     changed = model.member_forecasts(early)
-    assert not torch.allclose(changed[0], members[0])                   # member 0 sees all 8 steps
-    torch.testing.assert_close(changed[1], members[1])                  # member 1 only the last 4
+    for k in (0, 2):                                                    # even members see all 8 steps
+        assert not torch.allclose(changed[k], members[k])
+    for k in (1, 3):                                                    # odd ones only the last 4
+        torch.testing.assert_close(changed[k], members[k])
 
 
 def test_median_of_odd_members_and_bad_member_counts():
@@ -47,14 +50,26 @@ def test_median_of_odd_members_and_bad_member_counts():
             registry.spec("forecast", "rnn").build(registry.make_config("forecast", "rnn", members=bad))
 
 
-def _trend_job(tmp_path: Path) -> NetworkJob:
-    """An lstm job on y = t (no season): the naive anchor lags the trend by h+1 at step h."""
-    path = tmp_path / "line.csv"
-    path.write_text("y\n" + "".join(f"{float(i)}\n" for i in range(80)))
+def _line_prepared(tmp_path: Path, n: int, model_config: dict):
+    path = tmp_path / f"line{n}.csv"
+    path.write_text("y\n" + "".join(f"{float(i)}\n" for i in range(n)))
     task = ForecastTask()
     settings = {**task.task_defaults, "data": str(path), "time_col": "none", "horizon": 3, "origins": 3,
-                "lookback": 6, "model": "lstm", "model_config": {"hidden": 4}}
-    prepared = task.prepare(settings)
+                "lookback": 6, "model": "lstm", "model_config": model_config}
+    return task, settings, task.prepare(settings)
+
+
+def test_long_series_default_to_two_members_unless_given(tmp_path):
+    for n, given, want in ((80, {}, 4), (1200, {}, 2), (1200, {"members": 3}, 3), (80, {"members": 1}, 1)):
+        task, settings, prepared = _line_prepared(tmp_path, n, {"hidden": 4, **given})
+        assert (len(prepared.split.train_window_origins()) > 1000) == (n == 1200)
+        assert task.model_config("lstm", settings["model_config"], prepared).members == want
+        assert len(task.create_model("mlp", settings["model_config"], prepared).members) == want
+
+
+def _trend_job(tmp_path: Path) -> NetworkJob:
+    """An lstm job on y = t (no season): the naive anchor lags the trend by h+1 at step h."""
+    task, settings, prepared = _line_prepared(tmp_path, 80, {"hidden": 4, "members": 2})
     model = task.create_model("lstm", settings["model_config"], prepared)
     return NetworkJob(model, prepared, {**settings, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8},
                       torch.device("cpu"))
