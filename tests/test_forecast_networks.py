@@ -12,7 +12,7 @@ import torch
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.tasks.forecast import ForecastTask, plan
-from deepskeptic.tasks.forecast_jobs import NetworkJob
+from deepskeptic.tasks.forecast_jobs import NetworkJob, recurrent_flops
 from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
 
 
@@ -106,3 +106,10 @@ def test_validation_origins_default_to_a_tenth_of_the_history():
     assert plan(500, horizon=12, season=12, origins=12, lookback=None, val_origins=None, name="s").val_origins == 45
     assert plan(100, 10, 1, 12, None, None, "s").val_origins == 5
     assert plan(500, 12, 12, 12, None, 7, "s").val_origins == 7        # given: kept
+
+
+def test_flops_count_each_member_over_the_steps_it_sees():
+    cfg = registry.make_config("forecast", "lstm", hidden=5, layers=1, horizon=3, members=2)
+    model = registry.spec("forecast", "lstm").build(cfg)
+    lstm_step, head = 2 * 4 * 5 * (1 + 5), 2 * 5 * 3
+    assert recurrent_flops(model, 8) == (8 * lstm_step + head) + (4 * lstm_step + head)

@@ -13,7 +13,7 @@ from torch import nn
 
 from deepskeptic.engine import Job, StepContext
 from deepskeptic.threads import one_thread
-from deepskeptic.models.forecast import StatisticalForecaster
+from deepskeptic.models.forecast import StatisticalForecaster, member_span
 from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
 
 if TYPE_CHECKING:
@@ -155,14 +155,21 @@ class StatisticalJob(Job):
 
 
 def recurrent_flops(model: nn.Module, lookback: int) -> int:
-    """Forward FLOPs for one window (a multiply-add counts 2), counted from the layer shapes."""
+    """Forward FLOPs for one window (a multiply-add counts 2), counted from the layer shapes; an
+    ensemble's recurrent members each over the steps they see (member_span)."""
+    if hasattr(model, "members"):
+        return sum(_layer_flops(core, member_span(k, lookback)) for k, core in enumerate(model.members))
+    return _layer_flops(model, lookback)
+
+
+def _layer_flops(model: nn.Module, steps: int) -> int:
     total = 0
     for module in model.modules():
         if isinstance(module, (nn.LSTM, nn.RNN)):
             gates = 4 if isinstance(module, nn.LSTM) else 1
             for layer in range(module.num_layers):
                 width = module.input_size if layer == 0 else module.hidden_size
-                total += lookback * 2 * gates * module.hidden_size * (width + module.hidden_size)
+                total += steps * 2 * gates * module.hidden_size * (width + module.hidden_size)
         elif isinstance(module, nn.Linear):
             total += 2 * module.in_features * module.out_features
     return total
