@@ -67,18 +67,18 @@ def test_long_series_default_to_two_members_unless_given(tmp_path):
         assert len(task.create_model("mlp", settings["model_config"], prepared).members) == want
 
 
-def _trend_job(tmp_path: Path) -> NetworkJob:
+def _trend_job(tmp_path: Path, keep_best: bool = True) -> NetworkJob:
     """An lstm job on y = t (no season): the naive anchor lags the trend by h+1 at step h."""
     task, settings, prepared = _line_prepared(tmp_path, 80, {"hidden": 4, "members": 2})
     model = task.create_model("lstm", settings["model_config"], prepared)
-    return NetworkJob(model, prepared, {**settings, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8},
-                      torch.device("cpu"))
+    return NetworkJob(model, prepared, {**settings, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8,
+                                        "keep_best": keep_best}, torch.device("cpu"))
 
 
 def test_each_member_keeps_its_own_best_epoch_untrained_anchor_included(tmp_path):
     job = _trend_job(tmp_path)
     p, members = job.prepared, job.model.members
-    assert [b["epoch"] for b in job.best["members"]] == [0, 0]          # validated before any training
+    assert [b.best["epoch"] for b in job.best] == [0, 0]                # validated before any training
     with torch.no_grad():
         members[0].head.bias.copy_(torch.arange(1, 4) / float(p.std[0]))  # member 0: the exact trend
         members[1].head.bias.fill_(100.0)                               # member 1: far worse than its anchor
@@ -91,14 +91,13 @@ def test_each_member_keeps_its_own_best_epoch_untrained_anchor_included(tmp_path
     naive = p.series.values[origins - 1][:, None].repeat(3, axis=1)
     exact_and_naive = (actual + naive) / 2                               # the mean of the kept members
     want = accuracy(actual, exact_and_naive, backtest_scales(p.series.values, origins, 1))["test_mase"]
-    assert job.best["mase"] == pytest.approx(want, rel=1e-4)
+    assert job.best_mase == pytest.approx(want, rel=1e-4)
 
 
 def test_without_keep_best_nothing_is_kept(tmp_path):
-    job = _trend_job(tmp_path)
-    job.keep_best, job.best = False, {}
+    job = _trend_job(tmp_path, keep_best=False)
     job.validate()
-    assert job.best == {} and job.restore_best() is None
+    assert all(best.state() == {} for best in job.best) and job.restore_best() is None
 
 
 def test_validation_origins_default_to_a_tenth_of_the_history():

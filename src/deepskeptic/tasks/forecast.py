@@ -188,7 +188,7 @@ class ForecastTask(Task):
             if best_epochs is not None:  # the run's weights are those of each member's best validation epoch
                 run.save_weights(job.modules)
                 metrics_extra.update(best_epoch=best_epochs[0] if len(best_epochs) == 1 else best_epochs,
-                                     best_val_mase=job.best["mase"])
+                                     best_val_mase=job.best_mase)
             forecasts, form = network_forecasts(job.model, p, origins, device), {}
             future = network_forecasts(job.model, p, np.array([len(p.series)]), device,
                                        features=np.vstack([p.features(), np.zeros((p.horizon, p.features().shape[1]))]))[0]

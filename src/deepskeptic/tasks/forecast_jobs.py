@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepskeptic.engine import Job, StepContext
+from deepskeptic.engine import BestWeights, Job, StepContext
 from deepskeptic.threads import one_thread
 from deepskeptic.models.forecast import StatisticalForecaster, member_span
 from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
@@ -62,8 +62,9 @@ class NetworkJob(Job):
         self.x, self.y = (t.to(device) for t in windows(z, split.train_window_origins(), split.lookback, split.horizon))
         self.val_origins = split.val_window_origins()
         self.batch_size = settings["batch_size"]
-        self.keep_best = settings.get("keep_best", True)
-        self.best: dict[str, Any] = {}   # weights, MASE and epoch of the best validation so far
+        # each member keeps the weights of its own best validation epoch (the engine's BestWeights)
+        self.best = [BestWeights(core, settings.get("keep_best", True)) for core in model.members]
+        self.best_mase: float | None = None   # the kept ensemble's validation MASE, set by restore_best
         self.epochs_seen = -1
         self.validate()  # epoch 0, the untrained network (the (seasonal) naive forecast): a candidate too
 
@@ -95,33 +96,33 @@ class NetworkJob(Job):
         scales = backtest_scales(p.series.values, self.val_origins, p.season)
         m = accuracy(actual, forecast, scales)
         self.epochs_seen += 1
-        if self.keep_best:
-            if not self.best:
-                self.best = {"members": [{"mase": np.inf} for _ in self.model.members]}
-            for k, (core, best) in enumerate(zip(self.model.members, self.best["members"])):
-                mase = accuracy(actual, member_forecasts[k], scales)["test_mase"]
-                if mase < best["mase"]:
-                    best.update(mase=mase, epoch=self.epochs_seen,
-                                weights={n: v.detach().clone() for n, v in core.state_dict().items()})
+        for k, best in enumerate(self.best):
+            if best.enabled:
+                best.offer(accuracy(actual, member_forecasts[k], scales)["test_mase"], self.epochs_seen)
         return {"loss": float(np.mean(np.abs(actual - forecast)) / p.std[0]), "mase": m["test_mase"]}
 
     def restore_best(self) -> list[int] | None:
         """Load each member's weights of its epoch with the best validation MASE; returns those
-        epochs (one per member) and sets ``best["mase"]``, the kept ensemble's validation MASE."""
-        if not self.best:
+        epochs (one per member) and sets ``best_mase``, the kept ensemble's validation MASE."""
+        epochs = [best.restore() for best in self.best]
+        if None in epochs:
             return None
-        for core, best in zip(self.model.members, self.best["members"]):
-            core.load_state_dict(best["weights"])
-        self.keep_best, epochs_seen = False, self.epochs_seen  # measure the kept weights without recording
-        self.best["mase"] = self.validate()["mase"]
-        self.keep_best, self.epochs_seen = True, epochs_seen
-        return [best["epoch"] for best in self.best["members"]]
+        epochs_seen = self.epochs_seen
+        for best in self.best:           # measure the kept weights without offering them again
+            best.enabled = False
+        self.best_mase = self.validate()["mase"]
+        for best in self.best:
+            best.enabled = True
+        self.epochs_seen = epochs_seen
+        return epochs
 
     def extra_state(self) -> dict[str, Any]:
-        return {"best": self.best, "epochs_seen": self.epochs_seen}
+        return {"best": [best.state() for best in self.best], "epochs_seen": self.epochs_seen}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.best, self.epochs_seen = state["best"], state["epochs_seen"]
+        for best, kept in zip(self.best, state["best"]):
+            best.load(kept, self.device)
+        self.epochs_seen = state["epochs_seen"]
 
 
 class StatisticalJob(Job):
