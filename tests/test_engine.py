@@ -210,6 +210,8 @@ def test_run_weights_of_tied_modules(tmp_path):
     again = Tied()
     run.load_weights({"model": again, "other": nn.Linear(2, 2)})
     assert torch.equal(again.emb.weight, model.emb.weight) and again.head.weight is again.emb.weight
+    with pytest.raises(UserError, match="do not fit the model.*train it again"):   # e.g. a run of an older version
+        run.load_weights({"model": nn.Linear(3, 5), "other": nn.Linear(2, 2)})
 
 
 def test_checkpoint_write_killed_midway_leaves_previous_valid(tmp_path, monkeypatch):

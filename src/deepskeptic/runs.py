@@ -143,7 +143,13 @@ class Run:
         for prefix, module in modules.items():
             start = f"{prefix}." if prefix else ""
             state = {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
-            module.load_state_dict(state)
+            try:
+                module.load_state_dict(state)
+            except RuntimeError as exc:   # missing, unexpected or mis-shaped tensors
+                first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+                raise UserError(f"the weights in {self.model_path} do not fit the model this version of "
+                                f"deepskeptic builds for the run ({first}); the run was probably made by an "
+                                f"older version: train it again") from None
 
     def write_report(self, html: str) -> None:
         atomic_write_text(self.report_path, html)
