@@ -278,3 +278,10 @@ def test_a_folder_without_classes_trains_and_is_judged_by_which_way_up_its_image
     assert list(metrics["class_histogram"]) == gan_eval.ROTATIONS and metrics["fd"] >= 0
     assert metrics["judge_test_accuracy"] > 0.6       # it learned the turns (chance: 0.25)
     assert metrics["heldout_class_histogram"]["upright"] > 0.6
+
+
+def test_a_folder_without_images_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no pictures here")
+    assert main(train_args(tmp_path, tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no images" in err[0]

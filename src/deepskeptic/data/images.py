@@ -246,8 +246,12 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _class_folders(root: Path, unlabelled: bool = False) -> dict[str, list[Path]]:
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if unlabelled and not subs and _image_files(root):
-        return {root.resolve().name or "images": _image_files(root)}
+    if unlabelled and not subs:
+        files = _image_files(root)
+        if not files:
+            raise UserError(f"data folder '{root}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
+                            "add images, directly or in subfolders")
+        return {root.resolve().name or "images": files}
     if not subs:
         loose = "it has images but " if _image_files(root) else ""
         raise UserError(f"data folder '{root}' has no class subfolders ({loose}images must be in one "
