@@ -4,12 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import random
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 
+from cli_helpers import assert_ctrl_c_resume_is_exact
 from deepskeptic.cli import main
 from deepskeptic.data.text import fortunes_dir, hash_side, load_labelled
 from deepskeptic.errors import UserError
@@ -148,26 +148,6 @@ def test_resume_after_interrupt_equals_uninterrupted(table, tmp_path, monkeypatc
     from deepskeptic.tasks.text import TextJob
     args = ["train", "text", "--data", str(table), "--text-col", "body", "--label-col", "topic", "--model", "mlp",
             "--batch-size", "16", *FAST]
-    assert main(args + ["--out", str(tmp_path / "whole")]) == 0
-    steps = {"n": 0}
-    original = TextJob.train_step
-
-    def interrupted_step(self, index, ctx):
-        steps["n"] += 1
-        if steps["n"] == 20:                                          # Ctrl-C in the middle of epoch 2
-            signal.raise_signal(signal.SIGINT)
-        return original(self, index, ctx)
-
-    monkeypatch.setattr(TextJob, "train_step", interrupted_step)
-    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(TextJob, "train_step", original)
-    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
-    time_keys = {"train_seconds", "epoch_seconds", "doc_per_second"}
-
-    def strip(d):
-        return {k: v for k, v in d.items() if k not in time_keys}
-    for name in ("metrics.json",):
-        assert strip(json.loads((tmp_path / "whole" / name).read_text())) == strip(json.loads((tmp_path / "cut" / name).read_text()))
-    lines = [[strip(json.loads(x)) for x in (tmp_path / run / "history.jsonl").read_text().splitlines()]
-             for run in ("whole", "cut")]
-    assert lines[0] == lines[1]
+    # Ctrl-C in the middle of epoch 2
+    assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args, TextJob, at_step=20,
+                                  time_keys={"train_seconds", "epoch_seconds", "doc_per_second"})

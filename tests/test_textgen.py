@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import signal
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_helpers import assert_ctrl_c_resume_is_exact
 from deepskeptic.cli import main
 from deepskeptic.data.text import UNK, Vocab, hash_side, load_corpus
 from deepskeptic.errors import UserError
@@ -207,30 +207,8 @@ def test_compare_lists_and_runs_the_baselines(corpus, tmp_path, capsys):
 
 def test_resume_after_interrupt_equals_uninterrupted(corpus, tmp_path, monkeypatch):
     args = ["train", "textgen", "--data", str(corpus), "--model", "lstm", "--epochs", "2", *TINY]
-    assert main(args + ["--out", str(tmp_path / "whole")]) == 0
-    steps = {"n": 0}
-    original = TextGenJob.train_step
-
-    def interrupted_step(self, window, ctx):
-        steps["n"] += 1
-        if steps["n"] == 100:                                         # Ctrl-C in the middle of epoch 2
-            signal.raise_signal(signal.SIGINT)
-        return original(self, window, ctx)
-
-    monkeypatch.setattr(TextGenJob, "train_step", interrupted_step)
-    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
-    assert not (tmp_path / "cut" / "metrics.json").exists()
-    monkeypatch.setattr(TextGenJob, "train_step", original)
-    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
-
-    def strip(d):
-        return {k: v for k, v in d.items() if k not in TIME_KEYS}
-    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
-    assert strip(whole) == strip(cut)
-    lines = [[strip(json.loads(x)) for x in (tmp_path / run / "history.jsonl").read_text().splitlines()]
-             for run in ("whole", "cut")]
-    assert lines[0] == lines[1]
+    # Ctrl-C in the middle of epoch 2
+    assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args, TextGenJob, at_step=100, time_keys=TIME_KEYS)
 
 
 @pytest.mark.parametrize("content, message, extra", [
