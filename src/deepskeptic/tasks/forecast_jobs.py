@@ -83,23 +83,26 @@ class NetworkJob(Job):
             ctx.backward_step(loss, clip=1.0)  # clipping: recurrent gradients can explode on long windows
         return len(index), {"loss": loss.detach()}
 
+    def _validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(member forecasts (K, V, H), actual values (V, H), MASE scales (V,)) at the validation origins."""
+        p = self.prepared
+        members = network_forecasts(self.model, p, self.val_origins, self.device, members=True)
+        actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
+        return members, actual, backtest_scales(p.series.values, self.val_origins, p.season)
+
     def validate(self) -> dict[str, float]:
         """Validation MASE of the ensemble's forecast; with keep_best also of each member, each of
         which keeps the weights of its own best epoch (epoch 0, the untrained anchor, included):
         a member that overfits fast stops early while another goes on learning."""
         if len(self.val_origins) == 0:
             return {}
-        p = self.prepared
-        member_forecasts = network_forecasts(self.model, p, self.val_origins, self.device, members=True)  # (K, V, H)
-        forecast = np.median(member_forecasts, axis=0)
-        actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
-        scales = backtest_scales(p.series.values, self.val_origins, p.season)
-        m = accuracy(actual, forecast, scales)
+        members, actual, scales = self._validation()
+        forecast = np.median(members, axis=0)
         self.epochs_seen += 1
         for k, best in enumerate(self.best):
-            if best.enabled:
-                best.offer(accuracy(actual, member_forecasts[k], scales)["test_mase"], self.epochs_seen)
-        return {"loss": float(np.mean(np.abs(actual - forecast)) / p.std[0]), "mase": m["test_mase"]}
+            best.offer(accuracy(actual, members[k], scales)["test_mase"], self.epochs_seen)
+        return {"loss": float(np.mean(np.abs(actual - forecast)) / self.prepared.std[0]),
+                "mase": accuracy(actual, forecast, scales)["test_mase"]}
 
     def restore_best(self) -> list[int] | None:
         """Load each member's weights of its epoch with the best validation MASE; returns those
@@ -107,13 +110,8 @@ class NetworkJob(Job):
         epochs = [best.restore() for best in self.best]
         if None in epochs:
             return None
-        epochs_seen = self.epochs_seen
-        for best in self.best:           # measure the kept weights without offering them again
-            best.enabled = False
-        self.best_mase = self.validate()["mase"]
-        for best in self.best:
-            best.enabled = True
-        self.epochs_seen = epochs_seen
+        members, actual, scales = self._validation()
+        self.best_mase = accuracy(actual, np.median(members, axis=0), scales)["test_mase"]
         return epochs
 
     def extra_state(self) -> dict[str, Any]:

@@ -173,11 +173,11 @@ def rotation_data(data):
     270 degrees, labelled by the turn (Gidaris et al. 2018). Telling which way up an image is needs
     the shapes and parts of its objects, so the judge's features describe them, as a class judge's
     do; its histogram over generated images is the share it sees as upright."""
-    def turned(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xs = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
-        return xs, torch.arange(4).repeat_interleave(len(x))
-    x_train, y_train = turned(data.x_train, data.y_train)
-    x_test, y_test = turned(data.x_test, data.y_test)
+    def turned(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, S, S) -> (4N, C, S, S) images and (4N,) turns, 0..3 quarter turns."""
+        return torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)]), torch.arange(4).repeat_interleave(len(x))
+    x_train, y_train = turned(data.x_train)
+    x_test, y_test = turned(data.x_test)
     return dataclasses.replace(data, name=f"{data.name}-rotations", classes=list(ROTATIONS),
                                x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
