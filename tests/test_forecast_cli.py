@@ -151,6 +151,36 @@ def test_resume_equals_uninterrupted(files, tmp_path, monkeypatch):
     assert [_without_time(h) for h in whole.history()] == [_without_time(h) for h in resumed.history()]
 
 
+def test_training_stops_once_no_member_improved_for_patience_epochs(files, tmp_path, monkeypatch):
+    args = train_args(files["data"], "mlp", tmp_path / "patient", files["config"], epochs=60) + ["--patience", "3"]
+    assert main(args) == 0
+    run = Run(tmp_path / "patient")
+    best = run.metrics["best_epoch"]
+    assert len(run.history()) == max(best) + 3 < 60          # stopped 3 epochs after the last member's best
+    assert main(train_args(files["data"], "mlp", tmp_path / "all", files["config"], epochs=8)
+                + ["--patience", "0"]) == 0
+    assert len(Run(tmp_path / "all").history()) == 8         # 0: every epoch
+
+    class Stop(Exception):
+        pass
+
+    original = Run.write_history
+
+    def stop_before_the_end(self, history):                   # interrupted one epoch before the stop
+        original(self, history)
+        if len(history) == max(best) + 2:
+            raise Stop
+
+    monkeypatch.setattr(Run, "write_history", stop_before_the_end)
+    with pytest.raises(Stop):
+        main(train_args(files["data"], "mlp", tmp_path / "stopped", files["config"], epochs=60) + ["--patience", "3"])
+    monkeypatch.setattr(Run, "write_history", original)
+    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
+    resumed = Run(tmp_path / "stopped")
+    assert _without_time(resumed.metrics) == _without_time(run.metrics)
+    assert len(resumed.history()) == len(run.history())
+
+
 def test_networks_never_look_past_their_origin(files, tmp_path):
     """Origins are months 67, 68, 69 of 0..71; changing months 68 on must leave the forecasts made
     at 67 and 68 unchanged (training, scaling and their inputs all end before them)."""
@@ -193,6 +223,7 @@ def test_compare_verdict_against_the_best_statistical_baseline(capsys, files, tm
     (["--lookback", "70"], "too short.*--lookback 70"),
     (["--season", "500"], "--season 500 is not shorter"),
     (["--horizon", "0"], "--horizon must be a positive whole number"),
+    (["--patience", "-1"], "--patience must be a whole number >= 0"),
     (["--fill", "mean"], "invalid choice"),
     (["--model", "transformer"], "unknown model"),
 ])

@@ -11,7 +11,8 @@ import torch
 
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
-from deepskeptic.tasks.forecast import ForecastTask, plan
+from deepskeptic.models.forecast import anchor_forecast, smoothing_weights
+from deepskeptic.tasks.forecast import ForecastTask, fit_anchor, plan, stationary
 from deepskeptic.tasks.forecast_jobs import NetworkJob, recurrent_flops
 from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
 
@@ -20,21 +21,21 @@ from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
 def test_members_see_whole_and_half_windows_and_forecast_their_median(name):
     torch.manual_seed(0)
     model = ForecastTask().example_model(name, {"features": 2, "horizon": 3, "lookback": 8}).eval()  # no dropout
-    assert len(model.members) == 4                                      # the default ensemble
+    assert len(model.members) == 8                                      # the default ensemble
     for p in model.parameters():                                        # zero heads would hide the inputs
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(4, 8, 2)
     members = model.member_forecasts(x)
-    assert members.shape == (4, 4, 3)
-    middle = members.sort(0).values[1:3]                                # the median of four: its middle two's mean
+    assert members.shape == (8, 4, 3)
+    middle = members.sort(0).values[3:5]                                # the median of eight: its middle two's mean
     torch.testing.assert_close(model(x), middle.mean(0))
     early = x.clone()
     early[:, :3, 0] += 5.0                                              # change steps the half window omits
     # (the last value, the anchor and step 4 on are untouched)
     changed = model.member_forecasts(early)
-    for k in (0, 2):                                                    # even members see all 8 steps
+    for k in (0, 2, 4, 6):                                              # even members see all 8 steps
         assert not torch.allclose(changed[k], members[k])
-    for k in (1, 3):                                                    # odd ones only the last 4
+    for k in (1, 3, 5, 7):                                              # odd ones only the last 4
         torch.testing.assert_close(changed[k], members[k])
 
 
@@ -50,17 +51,18 @@ def test_median_of_odd_members_and_bad_member_counts():
             registry.spec("forecast", "rnn").build(registry.make_config("forecast", "rnn", members=bad))
 
 
-def _line_prepared(tmp_path: Path, n: int, model_config: dict):
+def _line_prepared(tmp_path: Path, n: int, model_config: dict, values=None, **task_settings):
     path = tmp_path / f"line{n}.csv"
-    path.write_text("y\n" + "".join(f"{float(i)}\n" for i in range(n)))
+    values = np.arange(n, dtype=float) if values is None else values
+    path.write_text("y\n" + "".join(f"{float(v)}\n" for v in values))
     task = ForecastTask()
     settings = {**task.task_defaults, "data": str(path), "time_col": "none", "horizon": 3, "origins": 3,
-                "lookback": 6, "model": "lstm", "model_config": model_config}
+                "lookback": 6, "model": "lstm", "model_config": model_config, **task_settings}
     return task, settings, task.prepare(settings)
 
 
 def test_long_series_default_to_two_members_unless_given(tmp_path):
-    for n, given, want in ((80, {}, 4), (1200, {}, 2), (1200, {"members": 3}, 3), (80, {"members": 1}, 1)):
+    for n, given, want in ((80, {}, 8), (1200, {}, 2), (1200, {"members": 3}, 3), (80, {"members": 1}, 1)):
         task, settings, prepared = _line_prepared(tmp_path, n, {"hidden": 4, **given})
         assert (len(prepared.split.train_window_origins()) > 1000) == (n == 1200)
         assert task.model_config("lstm", settings["model_config"], prepared).members == want
@@ -112,3 +114,50 @@ def test_flops_count_each_member_over_the_steps_it_sees():
     model = registry.spec("forecast", "lstm").build(cfg)
     lstm_step, head = 2 * 4 * 5 * (1 + 5), 2 * 5 * 3
     assert recurrent_flops(model, 8) == (8 * lstm_step + head) + (4 * lstm_step + head)
+
+
+def test_anchor_smooths_the_level_or_each_season_by_hand():
+    torch.testing.assert_close(smoothing_weights(0.5, 3), torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64))
+    assert smoothing_weights(1.0, 4).tolist() == [1.0, 0.0, 0.0, 0.0]    # alpha 1: the last value alone
+    window = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    # level: 0.5*4 + 0.25*3 + 0.125*2 + 0.125*1 (the rest on the first value)
+    torch.testing.assert_close(anchor_forecast(window, 1, 0.5, 2), torch.tensor([[3.125, 3.125]]))
+    torch.testing.assert_close(anchor_forecast(window, 1, 1.0, 2), torch.tensor([[4.0, 4.0]]))
+    # season 4 in 8 steps: step h gets 0.5 * (one season back) + 0.5 * (two seasons back), h = 0..5
+    window = torch.arange(8.0)[None] ** 2
+    want = [0.5 * window[0, 4 + h % 4] + 0.5 * window[0, h % 4] for h in range(6)]
+    torch.testing.assert_close(anchor_forecast(window, 4, 0.5, 6), torch.stack(want)[None])
+    seasonal_naive = anchor_forecast(window, 4, 1.0, 6)
+    torch.testing.assert_close(seasonal_naive, window[:, [4, 5, 6, 7, 4, 5]])
+    assert anchor_forecast(window, 9, 1.0, 2).tolist() == [[49.0, 49.0]]  # a season longer than the window: the level
+
+
+def test_anchor_is_fitted_on_the_training_windows_and_untrained_networks_forecast_it(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(240)
+    cases = {"walk": (np.cumsum(rng.normal(size=240)), 1, lambda a: a == 1.0),   # a random walk: the last value
+             "noisy level": (10 + rng.normal(size=240), 1, lambda a: a <= 0.2),     # white noise: a long mean
+             "seasonal": (np.sin(2 * np.pi * t / 4) * 10 + rng.normal(size=240), 4, lambda a: a < 1.0)}  # smoothed seasons
+    for name, (values, want_season, alpha_ok) in cases.items():
+        task, settings, prepared = _line_prepared(tmp_path, 240, {"hidden": 4}, values, season=4, lookback=12)
+        season, alpha = fit_anchor(prepared)
+        assert season == want_season and alpha_ok(alpha), (name, season, alpha)
+        model = task.create_model("rnn", settings["model_config"], prepared).eval()   # untrained: zero heads
+        x = torch.from_numpy(prepared.scaled()[None, -12:]).float()
+        torch.testing.assert_close(model(x), anchor_forecast(x[..., 0], season, alpha, 3))
+    given = task.model_config("lstm", {"smoothing": 0.5}, prepared)          # given: kept, season from the task
+    assert (given.season, given.smoothing) == (4, 0.5)
+    with pytest.raises(UserError, match="smoothing must be in"):
+        task.create_model("lstm", {"smoothing": 0.0}, prepared)
+
+
+def test_networks_see_the_level_of_stationary_series_only(tmp_path):
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=200)
+    for values, want in ((5 + noise, True), (np.cumsum(noise), False), (np.arange(200.0), False), (np.arange(200.0) + noise, False),
+                         (np.ones(200), False)):
+        task, settings, prepared = _line_prepared(tmp_path, 200, {"hidden": 4}, values)
+        assert stationary(prepared) is want
+        assert task.model_config("mlp", {}, prepared).keep_level is want
+        assert task.model_config("mlp", {"keep_level": not want}, prepared).keep_level is (not want)  # given: kept
+        assert task.model_config("mlp", {"level_relative": False}, prepared).keep_level is False

@@ -119,6 +119,11 @@ class Job:
         """Validation metrics after an epoch (not counted in the time budget)."""
         return {}
 
+    def should_stop(self) -> bool:
+        """Asked after each epoch's validation: True ends training there (early stopping); the
+        answer must follow from state that ``extra_state`` carries, so that resume stays exact."""
+        return False
+
     def extra_state(self) -> dict[str, Any]:
         """State beyond modules and optimizers that resume needs (tensors and plain values)."""
         return {}
@@ -128,8 +133,9 @@ class Job:
 
 
 class BestWeights:
-    """A module's weights at its best (lowest) validation score so far: early stopping that never
-    stops — training runs its epochs or budget, and the run keeps the best epoch's weights. A job
+    """A module's weights at its best (lowest) validation score so far: the run keeps the best
+    epoch's weights, whether training runs its epochs or budget or stops early (Job.should_stop,
+    with ``epochs_since_best``). A job
     offers a score after each validation, ``restore`` loads the best weights at the end, and
     ``state``/``load`` carry them through checkpoints (resume stays exact)."""
 
@@ -145,6 +151,10 @@ class BestWeights:
     @property
     def score(self) -> float | None:
         return self.best.get("score")
+
+    def epochs_since_best(self, epoch: int) -> int:
+        """Epochs offered after the best one, at ``epoch`` (0 when nothing was kept)."""
+        return epoch - self.best["epoch"] if self.best else 0
 
     def restore(self) -> int | None:
         """Load the best weights into the module; returns their epoch (None when nothing was kept)."""
@@ -315,7 +325,8 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
                 if settings.progress:
                     print("  ".join(f"{k} {_fmt(v)}" for k, v in record.items()), file=sys.stderr, flush=True)
             finished = budget_hit or (settings.epochs is not None and epoch + 1 >= settings.epochs) or (
-                settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget)
+                settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget) or (
+                record is not None and job.should_stop())
             pos.update(epoch=epoch + 1, batch=0, sums={}, count=0)
             epoch_generator_state = generator.get_state()
             save(done=finished)

@@ -31,10 +31,11 @@ class WindowForecaster(nn.Module):
     """Base of the networks: (B, L, F) scaled window -> (B, H) scaled forecast.
 
     With ``level_relative`` the core network sees the target minus the window's last value and its
-    output is added to an anchor: the value one season before each forecast step (the seasonal
-    naive forecast) when 1 < season <= L, else the last value (the naive forecast). The network
-    learns the correction to the simplest forecast, as the M4 winner (Smyl's ES-RNN) did with its
-    per-series level and seasonality.
+    output is added to an anchor (``anchor``): the value one season before each forecast step (the
+    seasonal naive forecast) when 1 < season <= L, else the last value (the naive forecast), both
+    optionally exponentially smoothed. The network learns the correction to a simple forecast, as
+    the M4 winner (Smyl's ES-RNN) did with its per-series exponential smoothing of level and
+    seasonality.
 
     With ``members`` K > 1 the network is an ensemble of K cores of the same shape, each initialised
     from its own random draw and trained on its own loss (``member_forecasts``); the forecast is the
@@ -46,6 +47,9 @@ class WindowForecaster(nn.Module):
         super().__init__()
         self.level_relative, self.keep_level = cfg.level_relative, cfg.keep_level
         self.season, self.horizon = cfg.season, cfg.horizon
+        if not 0 < cfg.smoothing <= 1:
+            raise UserError(f"smoothing must be in (0, 1], got {cfg.smoothing!r}")
+        self.smoothing = float(cfg.smoothing)
         if not isinstance(cfg.members, int) or isinstance(cfg.members, bool) or cfg.members < 1:
             raise UserError(f"members must be a positive whole number, got {cfg.members!r}")
         self.members = nn.ModuleList(make_core(k) for k in range(cfg.members))
@@ -65,16 +69,43 @@ class WindowForecaster(nn.Module):
         steps = x.shape[1]
         y = torch.stack([core(inputs[:, steps - member_span(k, steps):])       # (B, span_k, F') -> (B, H)
                          for k, core in enumerate(self.members)])              # (K, B, H)
-        if not self.level_relative:
-            return y
-        if 1 < self.season <= steps:
-            lags = steps - self.season + torch.arange(self.horizon, device=x.device) % self.season
-            return y + x[:, lags, 0]                                           # seasonal naive anchor
-        return y + x[:, -1, :1]                                                # naive anchor
+        return y + self.anchor(x) if self.level_relative else y
+
+    def anchor(self, x: Tensor) -> Tensor:
+        """(B, L, F) -> (B, H): the forecast the cores correct. With 1 < season <= L, the value one
+        season before each step, exponentially smoothed over the window's earlier seasons by
+        ``smoothing`` (alpha); else the window's exponentially smoothed level. alpha = 1 gives the
+        seasonal naive and the naive forecast; the forecast task fits alpha and the season on
+        the training windows (tasks/forecast.fit_anchor)."""
+        return anchor_forecast(x[..., 0], self.season, self.smoothing, self.horizon)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.member_forecasts(x)                                           # (K, B, H)
         return y[0] if len(y) == 1 else y.quantile(0.5, dim=0)                 # (B, H); the mean of the middle two for even K
+
+
+def anchor_forecast(target: Tensor, season: int, smoothing: float, horizon: int) -> Tensor:
+    """(B, L) windows of the target -> (B, H) anchors (see WindowForecaster.anchor)."""
+    steps = target.shape[1]
+    if 1 < season <= steps:
+        cycles = steps // season
+        phase = torch.arange(horizon, device=target.device) % season
+        back = season * torch.arange(1, cycles + 1, device=target.device)
+        lags = steps - back[:, None] + phase[None, :]                           # (C, H): C seasons back
+        weights = smoothing_weights(smoothing, cycles).to(target)              # (C,), the latest season first
+        return torch.einsum("bch,c->bh", target[:, lags], weights)
+    level = target.flip(1) @ smoothing_weights(smoothing, steps).to(target)   # (B,)
+    return level[:, None].expand(-1, horizon)
+
+
+def smoothing_weights(alpha: float, count: int) -> Tensor:
+    """Simple exponential smoothing over ``count`` values as weights, the latest value first:
+    alpha (1 - alpha)^j for the j-th latest, and the rest, (1 - alpha)^(count-1), on the earliest
+    (the level starts at the first value). alpha = 1 puts all weight on the latest."""
+    j = torch.arange(count, dtype=torch.float64)
+    weights = alpha * (1 - alpha) ** j
+    weights[-1] = (1 - alpha) ** (count - 1)
+    return weights
 
 
 def member_span(k: int, steps: int) -> int:
@@ -115,13 +146,16 @@ class RecurrentCore(nn.Module):
 class RNNConfig:
     input_size: int = 1          # features per step: the target plus past covariates
     horizon: int = 12            # steps forecast at once
-    season: int = 1              # seasonal period: the anchor of level_relative outputs
+    season: int = 1              # seasonal period of the anchor of level_relative outputs (1: non-seasonal)
+    smoothing: float = 1.0       # alpha of the anchor's exponential smoothing (1: the (seasonal) naive forecast);
+                                 # the forecast task fits season and smoothing on the training windows unless given
     hidden: int = 64             # units of the Elman layer(s)
     layers: int = 1              # one layer: the plain network of the 1990s
     dropout: float = 0.0         # between layers (only with layers > 1)
     level_relative: bool = True  # see the target relative to its last value, predict corrections to (seasonal) naive
-    keep_level: bool = False     # with level_relative: also see the absolute (scaled) target
-    members: int = 4             # ensemble of K cores, forecast = their median per step; odd members see the last half
+    keep_level: bool = False     # with level_relative: also see the absolute (scaled) target; the forecast task
+                                 # turns it on for series whose training span is stationary (ADF test) unless given
+    members: int = 8             # ensemble of K cores, forecast = their median per step; odd members see the last half
                                  # of the window, even ones all of it (see member_span). The forecast task uses 2 on
                                  # series of over 1,000 training windows (unless given): seeds vary little there and
                                  # a member costs the most (forecast.LONG_SERIES_WINDOWS)
@@ -141,12 +175,13 @@ class LSTMConfig:
     input_size: int = 1
     horizon: int = 12
     season: int = 1
+    smoothing: float = 1.0
     hidden: int = 64             # cells per layer
     layers: int = 2              # stacked, as in the classic sequence models
     dropout: float = 0.1         # between the stacked layers; light, the series are short
     level_relative: bool = True
     keep_level: bool = False
-    members: int = 4
+    members: int = 8
 
 
 @register("forecast", "lstm", LSTMConfig, role="deep",
@@ -175,12 +210,13 @@ class MLPConfig:
     lookback: int = 24           # window length: the MLP sees it flattened, so it is part of its shape
     horizon: int = 12
     season: int = 1
+    smoothing: float = 1.0
     hidden: int = 128            # units per hidden layer
     layers: int = 2              # hidden layers
     dropout: float = 0.1
     level_relative: bool = True
     keep_level: bool = False
-    members: int = 4
+    members: int = 8
 
 
 @register("forecast", "mlp", MLPConfig, role="baseline",

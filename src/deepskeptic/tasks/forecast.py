@@ -21,11 +21,11 @@ from deepskeptic.engine import Job
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_json, read_json
 from deepskeptic.models import registry
-from deepskeptic.models.forecast import StatisticalForecaster
+from deepskeptic.models.forecast import StatisticalForecaster, anchor_forecast
 from deepskeptic.runs import Run
 from deepskeptic.tasks.base import Task
 from deepskeptic.tasks.forecast_eval import Split, accuracy, backtest_scales
-from deepskeptic.tasks.forecast_jobs import NetworkJob, StatisticalJob, network_forecasts, recurrent_flops  # noqa: F401
+from deepskeptic.tasks.forecast_jobs import NetworkJob, StatisticalJob, network_forecasts, recurrent_flops, windows  # noqa: F401
 
 MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
 # Past this many training windows the networks default to 2 ensemble members instead of 4: on long
@@ -87,6 +87,49 @@ def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
     return split
 
 
+# The anchor's exponential smoothing alphas tried on the training windows, simplest (no smoothing) first
+ANCHOR_ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+
+
+def fit_anchor(prepared: Prepared) -> tuple[int, float]:
+    """The (season, smoothing) of the networks' anchor with the lowest mean absolute error on the
+    training windows: the seasonal anchor (when the season fits in the lookback) or the level,
+    each exponentially smoothed with one of ANCHOR_ALPHAS; ties keep the simpler one. Fitted on
+    the same windows the networks train on, so the untrained network is the best of these simple
+    forecasts there (the seasonal naive one on a seasonal series, a smoothed level on a noisy one,
+    the last value on a seasonally adjusted random walk such as GDP)."""
+    if "anchor" not in prepared.cache:
+        split = prepared.split
+        x, y = windows(prepared.scaled(), split.train_window_origins(), split.lookback, split.horizon)
+        seasons = [prepared.season, 1] if 1 < prepared.season <= split.lookback else [1]
+        errors = {(season, alpha): float((anchor_forecast(x[..., 0], season, alpha, split.horizon) - y).abs().mean())
+                  for season in seasons for alpha in ANCHOR_ALPHAS}
+        best = min(errors.values())
+        prepared.cache["anchor"] = next(key for key, error in errors.items() if error <= best * (1 + 1e-9))
+    return prepared.cache["anchor"]
+
+
+def stationary(prepared: Prepared, level: float = 0.05) -> bool:
+    """Whether the augmented Dickey-Fuller test (statsmodels, lags by AIC) rejects a unit root in
+    the training span's target at ``level``. On a series that returns to its mean (river flow,
+    sunspots, sea temperature, unemployment) the absolute level says where it is heading, so the
+    networks see it besides the target relative to its last value (keep_level); on a random walk
+    or a trend (GDP, CO2) the level leaves the training range and only misleads them."""
+    if "stationary" not in prepared.cache:
+        import warnings
+        from statsmodels.tsa.stattools import adfuller
+        values = prepared.series.values[:prepared.split.train_end]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                # a constant or a straight line (changes that never vary) is not mean-reverting
+                p_value = float(adfuller(values, autolag="AIC")[1]) if np.ptp(np.diff(values)) > 1e-12 else 1.0
+            except (ValueError, np.linalg.LinAlgError):  # too short for the test's regression
+                p_value = 1.0
+        prepared.cache["stationary"] = p_value < level
+    return prepared.cache["stationary"]
+
+
 class ForecastTask(Task):
     name = "forecast"
     description = "forecast a time series: lstm against rnn, mlp and naive/seasonal-naive/drift/ets/arima/theta"
@@ -106,6 +149,7 @@ class ForecastTask(Task):
         "origins": 12,         # K: backtest origins, one step apart, the last one H steps before the end
         "val_origins": None,   # validation origins before the test ones (default a tenth of the history before them)
         "keep_best": True,     # networks keep the weights of their best validation epoch (early stopping)
+        "patience": 20,        # with keep_best: stop once no member improved on validation for this many epochs (0: never)
         "cpu_bf16": False,     # fp32 on CPUs: small recurrent nets gain little from bf16, and series lose precision
     }
 
@@ -123,15 +167,19 @@ class ForecastTask(Task):
         parser.add_argument("--val-origins", type=int, help="validation origins for the networks")
         parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
                             help="networks keep their best validation epoch's weights (default on)")
+        parser.add_argument("--patience", type=int,
+                            help="stop once no ensemble member improved on validation for this many epochs "
+                                 "(20; 0: run every epoch)")
 
     # --- data
     def prepare(self, settings: dict[str, Any]) -> Prepared:
         from deepskeptic.data.series import load_series
         for key in ("horizon", "lookback", "season", "origins"):
             _positive(settings, key)
-        if settings.get("val_origins") is not None and (not isinstance(settings["val_origins"], int)
-                                                        or settings["val_origins"] < 0):
-            raise UserError(f"--val-origins must be a whole number >= 0, got {settings['val_origins']!r}")
+        for key in ("val_origins", "patience"):
+            value = settings.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise UserError(f"--{key.replace('_', '-')} must be a whole number >= 0, got {value!r}")
         series = load_series(str(settings["data"]), target=settings.get("target"), time_col=settings.get("time_col"),
                              freq=settings.get("freq"), fill=settings.get("fill"),
                              covariates=settings.get("covariates", "all"))
@@ -151,6 +199,11 @@ class ForecastTask(Task):
         if "members" in fields and "members" not in model_settings and \
                 len(prepared.split.train_window_origins()) > LONG_SERIES_WINDOWS:
             shape["members"] = LONG_SERIES_MEMBERS
+        if model_settings.get("level_relative", True):
+            if "smoothing" in fields and "smoothing" not in model_settings:
+                shape["season"], shape["smoothing"] = fit_anchor(prepared)
+            if "keep_level" in fields and "keep_level" not in model_settings:
+                shape["keep_level"] = stationary(prepared)
         return registry.make_config(self.name, model, **{**model_settings, **{k: v for k, v in shape.items() if k in fields}})
 
     def create_model(self, model: str, model_settings: dict, prepared: Prepared) -> nn.Module:

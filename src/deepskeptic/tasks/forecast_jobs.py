@@ -65,6 +65,7 @@ class NetworkJob(Job):
         # each member keeps the weights of its own best validation epoch (the engine's BestWeights)
         self.best = [BestWeights(core, settings.get("keep_best", True)) for core in model.members]
         self.best_mase: float | None = None   # the kept ensemble's validation MASE, set by restore_best
+        self.patience = settings.get("patience") or 0
         self.epochs_seen = -1
         self.validate()  # epoch 0, the untrained network (the (seasonal) naive forecast): a candidate too
 
@@ -103,6 +104,13 @@ class NetworkJob(Job):
             best.offer(accuracy(actual, members[k], scales)["test_mase"], self.epochs_seen)
         return {"loss": float(np.mean(np.abs(actual - forecast)) / self.prepared.std[0]),
                 "mase": accuracy(actual, forecast, scales)["test_mase"]}
+
+    def should_stop(self) -> bool:
+        """Early stopping: no member has improved its validation MASE for ``patience`` epochs (the
+        best epochs of these short series come early, so the rest of the schedule would be spent
+        on weights nobody keeps)."""
+        return bool(self.patience) and all(best.enabled and best.best for best in self.best) and \
+            min(best.epochs_since_best(self.epochs_seen) for best in self.best) >= self.patience
 
     def restore_best(self) -> list[int] | None:
         """Load each member's weights of its epoch with the best validation MASE; returns those
