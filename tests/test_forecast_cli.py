@@ -13,6 +13,7 @@ import torch
 
 from deepskeptic.cli import main
 from deepskeptic.runs import Run
+from deepskeptic.tasks.forecast_report import anchor_words
 from cli_helpers import cli, user_error
 
 TIME_FIELDS = {"train_seconds", "epoch_seconds", "win_per_second", "fit_per_second", "final_fit_seconds"}
@@ -71,6 +72,9 @@ def test_train_lstm_writes_a_complete_run(lstm_run):
     assert run.config["data_info"]["covariates"] == ["price"] and run.config["model_config"]["input_size"] == 2
     assert "Forecasts against the actual values" in run.report_path.read_text()
     assert "gates and cell state" in run.report_path.read_text()
+    mc = run.config["model_config"]                            # the sales series: a trend, not stationary
+    assert mc["keep_level"] is False and 0 < mc["smoothing"] <= 1 and mc["season"] in (1, 12)
+    assert f"The network corrects its anchor: {anchor_words(mc)}." in run.report_path.read_text()
 
 
 def test_predict_writes_forecasts_with_intervals(capsys, lstm_run, files, tmp_path):
@@ -242,3 +246,12 @@ def test_bad_files_exit_2_naming_lines(capsys, tmp_path):
     gap.write_text("date,y\n" + "".join(f"2020-{m:02d}-01,{m}\n" for m in range(1, 13) if m != 6))
     user_error(capsys, "train", "forecast", "--data", gap, "--model", "naive", match="gap.*2020-06.*--fill")
     user_error(capsys, "train", "forecast", "--data", tmp_path / "none.csv", "--model", "naive", match="does not exist")
+
+
+def test_anchor_in_words():
+    assert anchor_words({"season": 12, "smoothing": 1.0, "keep_level": False}) == "the value one season (12 steps) earlier"
+    assert anchor_words({"season": 1, "smoothing": 0.2, "keep_level": True}) == (
+        "the window's exponentially smoothed level (alpha 0.2); it also sees the absolute level "
+        "(the training span is stationary)")
+    assert anchor_words({"season": 4, "smoothing": 0.5}) == ("the value one season (4 steps) earlier, exponentially "
+                                                             "smoothed (alpha 0.5) over the window's earlier seasons")

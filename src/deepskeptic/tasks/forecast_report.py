@@ -89,6 +89,18 @@ def gates_figure(window: np.ndarray, forecast: np.ndarray, gates: dict[str, np.n
     return fig
 
 
+def anchor_words(model_config: dict[str, Any]) -> str:
+    """The anchor and inputs of a level-relative network in words, from its model config."""
+    season, alpha = model_config.get("season", 1), model_config.get("smoothing", 1.0)
+    if season > 1:
+        base = f"the value one season ({season} steps) earlier" + (
+            f", exponentially smoothed (alpha {alpha:g}) over the window's earlier seasons" if alpha < 1 else "")
+    else:
+        base = f"the window's exponentially smoothed level (alpha {alpha:g})" if alpha < 1 else "the last value"
+    level = "; it also sees the absolute level (the training span is stationary)" if model_config.get("keep_level") else ""
+    return base + level
+
+
 def write_run_report(task, run: Run, metrics: dict[str, Any] | None = None) -> None:
     from deepskeptic.tasks.forecast import read_backtest
     config, metrics = run.config, metrics if metrics is not None else run.metrics
@@ -102,6 +114,8 @@ def write_run_report(task, run: Run, metrics: dict[str, Any] | None = None) -> N
         f"MASE below 1 beats the in-sample seasonal naive forecast's average one-step error.")
     for note in info.get("notes", []):
         report.paragraph(f"data: {note}", "muted")
+    if config.get("model_config", {}).get("level_relative"):
+        report.paragraph(f"The network corrects its anchor: {anchor_words(config['model_config'])}.", "muted")
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     report.heading("Forecasts against the actual values")
     fig, ax = plt.subplots(figsize=(9, 3.6))
