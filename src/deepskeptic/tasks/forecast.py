@@ -93,17 +93,20 @@ ANCHOR_ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 
 def fit_anchor(prepared: Prepared) -> tuple[int, float]:
     """The (season, smoothing) of the networks' anchor with the lowest mean absolute error on the
-    training windows: the seasonal anchor (when the season fits in the lookback) or the level,
-    each exponentially smoothed with one of ANCHOR_ALPHAS; ties keep the simpler one. Fitted on
-    the same windows the networks train on, so the untrained network is the best of these simple
-    forecasts there (the seasonal naive one on a seasonal series, a smoothed level on a noisy one,
-    the last value on a seasonally adjusted random walk such as GDP)."""
+    training windows: the seasonal naive forecast (when the season fits in the lookback), or the
+    window's level exponentially smoothed with one of ANCHOR_ALPHAS (1: the last value); ties keep
+    the earlier, simpler one. Fitted on the windows the networks train on, so the untrained network
+    is the best of these simple forecasts there: the seasonal naive one on a seasonal series, a
+    smoothed level on a noisy one (the Nile), the last value on a seasonally adjusted random walk
+    (GDP). The seasonal anchor is not smoothed: a window holds two or three seasons, too few for
+    the smoothing to average out more than it blurs (on elnino it fitted the training windows
+    better and then lost on validation)."""
     if "anchor" not in prepared.cache:
         split = prepared.split
         x, y = windows(prepared.scaled(), split.train_window_origins(), split.lookback, split.horizon)
-        seasons = [prepared.season, 1] if 1 < prepared.season <= split.lookback else [1]
-        errors = {(season, alpha): float((anchor_forecast(x[..., 0], season, alpha, split.horizon) - y).abs().mean())
-                  for season in seasons for alpha in ANCHOR_ALPHAS}
+        candidates = [(prepared.season, 1.0)] if 1 < prepared.season <= split.lookback else []
+        candidates += [(1, alpha) for alpha in ANCHOR_ALPHAS]
+        errors = {key: float((anchor_forecast(x[..., 0], *key, split.horizon) - y).abs().mean()) for key in candidates}
         best = min(errors.values())
         prepared.cache["anchor"] = next(key for key, error in errors.items() if error <= best * (1 + 1e-9))
     return prepared.cache["anchor"]
