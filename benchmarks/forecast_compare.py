@@ -2,7 +2,7 @@
 arima and theta, through `deepskeptic compare forecast` (rolling-origin backtest, test MASE).
 
     .venv/bin/python benchmarks/forecast_compare.py [--datasets nile,us-gdp] [--seeds 3]
-                                                   [--epochs 60] [--out runs/bench-forecast]
+                                                   [--epochs 60] [--origins 12] [--out runs/bench-forecast]
 
 Goals (issue 3): lstm beats seasonal-naive on every built-in data set and is no worse than the best
 statistical baseline on at least half of them; one data set's full comparison (9 models, 3 seeds)
@@ -28,11 +28,13 @@ STATISTICAL = ("naive", "seasonal-naive", "drift", "ets", "arima", "theta")
 NETWORKS = ("mlp", "rnn", "lstm")
 
 
-def compare(data: str, seeds: int, epochs: int | None, out: Path) -> dict:
+def compare(data: str, seeds: int, epochs: int | None, out: Path, origins: int | None = None) -> dict:
     args = [sys.executable, "-m", "deepskeptic", "compare", "forecast", "--data", data, "--seeds", str(seeds),
             "--out", str(out), "--no-progress"]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
+    if origins is not None:
+        args += ["--origins", str(origins)]
     start = time.perf_counter()
     subprocess.run(args, check=True, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")},
                    stdout=subprocess.DEVNULL)
@@ -74,14 +76,16 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(BUILTINS), help="comma-separated (default: every built-in set)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="network epochs (default: the task's)")
+    parser.add_argument("--origins", type=int, help="backtest origins (default: the task's 12); more origins "
+                        "make the test span longer and the comparison less noisy")
     parser.add_argument("--out", default="runs/bench-forecast", help="one comparison folder per data set inside")
     args = parser.parse_args()
     results = []
     for data in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        result = compare(data, args.seeds, args.epochs, Path(args.out) / data)
+        result = compare(data, args.seeds, args.epochs, Path(args.out) / data, args.origins)
         print(json.dumps(result), flush=True)
         results.append(result)
-    print(f"\nMASE over the last 12 origins (mean ± std over {args.seeds} seeds for networks; train seconds "
+    print(f"\nMASE over the last {args.origins or 12} origins (mean ± std over {args.seeds} seeds for networks; train seconds "
           f"in brackets), {platform.processor() or platform.machine()}, {platform.python_version()}:\n")
     print(markdown(results))
     if results:
