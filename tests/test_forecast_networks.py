@@ -112,7 +112,7 @@ def test_validation_origins_default_to_a_tenth_of_the_history():
 def test_flops_count_each_member_over_the_steps_it_sees():
     cfg = registry.make_config("forecast", "lstm", hidden=5, layers=1, horizon=3, members=2)
     model = registry.spec("forecast", "lstm").build(cfg)
-    lstm_step, head = 2 * 4 * 5 * (1 + 5), 2 * 5 * 3
+    lstm_step, head = 2 * 4 * 5 * (2 + 5), 2 * 5 * 3                    # inputs: the relative target and its changes
     assert recurrent_flops(model, 8) == (8 * lstm_step + head) + (4 * lstm_step + head)
 
 
@@ -161,3 +161,18 @@ def test_networks_see_the_level_of_stationary_series_only(tmp_path):
         assert task.model_config("mlp", {}, prepared).keep_level is want
         assert task.model_config("mlp", {"keep_level": not want}, prepared).keep_level is (not want)  # given: kept
         assert task.model_config("mlp", {"level_relative": False}, prepared).keep_level is False
+
+
+def test_cores_see_the_relative_path_the_level_and_the_changes_by_hand():
+    x = torch.tensor([[[1.0, 10.0], [3.0, 20.0], [2.0, 30.0]]])                # (1, 3, target + covariate)
+    relative, level, changes, covariate = [[-1.0, 1.0, 0.0]], [[1.0, 3.0, 2.0]], [[0.0, 2.0, -1.0]], [[10.0, 20.0, 30.0]]
+    for keep_level, changes_on, channels in ((False, False, [relative, covariate]),
+                                             (True, True, [relative, level, changes, covariate]),
+                                             (False, True, [relative, changes, covariate])):
+        cfg = registry.make_config("forecast", "lstm", input_size=2, horizon=2, members=1,
+                                   keep_level=keep_level, changes=changes_on)
+        model = registry.spec("forecast", "lstm").build(cfg)
+        assert model.members[0].rnn.input_size == len(channels)
+        torch.testing.assert_close(model.core_input(x), torch.tensor(channels).permute(1, 2, 0))
+    plain = registry.make_config("forecast", "lstm", input_size=2, level_relative=False, changes=True)
+    torch.testing.assert_close(registry.spec("forecast", "lstm").build(plain).core_input(x), x)

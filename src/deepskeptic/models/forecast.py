@@ -46,6 +46,7 @@ class WindowForecaster(nn.Module):
     def __init__(self, cfg, make_core):
         super().__init__()
         self.level_relative, self.keep_level = cfg.level_relative, cfg.keep_level
+        self.changes = cfg.changes
         self.season, self.horizon = cfg.season, cfg.horizon
         if not 0 < cfg.smoothing <= 1:
             raise UserError(f"smoothing must be in (0, 1], got {cfg.smoothing!r}")
@@ -55,12 +56,17 @@ class WindowForecaster(nn.Module):
         self.members = nn.ModuleList(make_core(k) for k in range(cfg.members))
 
     def core_input(self, x: Tensor) -> Tensor:
-        """What each core sees: (B, L, F) -> (B, L, F'), the target relative to its last value
-        (and the absolute level when kept) with level_relative, else x itself."""
+        """What each core sees: (B, L, F) -> (B, L, F'), with level_relative the target relative to
+        its last value, then the absolute level (when kept), then each step's change from the step
+        before (with ``changes``; 0 at the first step), then the covariates; else x itself. The
+        changes are the classic stationary input of recurrent forecasters: a cell can add them up,
+        where from the level-relative path alone it would first have to learn to difference."""
         if not self.level_relative:
             return x
         target = x[..., :1] - x[:, -1:, :1]                                    # (B, L, 1)
         extra = [x[..., :1]] if self.keep_level else []
+        if self.changes:
+            extra.append(torch.diff(x[..., :1], dim=1, prepend=x[:, :1, :1]))
         return torch.cat([target, *extra, x[..., 1:]], dim=-1)
 
     def member_forecasts(self, x: Tensor) -> Tensor:
@@ -126,7 +132,7 @@ def zero_init(layer: nn.Linear) -> nn.Linear:
 
 def _width(cfg) -> int:
     """Channels per time step the core sees: the features, plus the absolute level if kept."""
-    return cfg.input_size + int(cfg.level_relative and cfg.keep_level)
+    return cfg.input_size + int(cfg.level_relative) * (int(cfg.keep_level) + int(cfg.changes))
 
 
 class RecurrentCore(nn.Module):
@@ -155,6 +161,7 @@ class RNNConfig:
     level_relative: bool = True  # see the target relative to its last value, predict corrections to (seasonal) naive
     keep_level: bool = False     # with level_relative: also see the absolute (scaled) target; the forecast task
                                  # turns it on for series whose training span is stationary (ADF test) unless given
+    changes: bool = True         # with level_relative: also see each step's change from the one before
     members: int = 8             # ensemble of K cores, forecast = their median per step; odd members see the last half
                                  # of the window, even ones all of it (see member_span). The forecast task uses 2 on
                                  # series of over 1,000 training windows (unless given): seeds vary little there and
@@ -181,6 +188,7 @@ class LSTMConfig:
     dropout: float = 0.1         # between the stacked layers; light, the series are short
     level_relative: bool = True
     keep_level: bool = False
+    changes: bool = True
     members: int = 8
 
 
@@ -216,6 +224,7 @@ class MLPConfig:
     dropout: float = 0.1
     level_relative: bool = True
     keep_level: bool = False
+    changes: bool = True
     members: int = 8
 
 
