@@ -131,7 +131,8 @@ def zero_init(layer: nn.Linear) -> nn.Linear:
 
 
 def _width(cfg) -> int:
-    """Channels per time step the core sees: the features, plus the absolute level if kept."""
+    """Channels per time step the core sees: the features, plus the absolute level if kept and the
+    changes if asked for (both only with level_relative)."""
     return cfg.input_size + int(cfg.level_relative) * (int(cfg.keep_level) + int(cfg.changes))
 
 

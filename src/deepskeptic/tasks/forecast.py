@@ -28,7 +28,7 @@ from deepskeptic.tasks.forecast_eval import Split, accuracy, backtest_scales
 from deepskeptic.tasks.forecast_jobs import NetworkJob, StatisticalJob, network_forecasts, recurrent_flops, windows  # noqa: F401
 
 MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
-# Past this many training windows the networks default to 2 ensemble members instead of 4: on long
+# Past this many training windows the networks default to 2 ensemble members instead of 8: on long
 # series the seed spread is small (co2: ±0.002 MASE) and each member costs the most, and 4 would
 # take co2's 9-model, 3-seed comparison past 3 minutes on 2 CPU cores.
 LONG_SERIES_WINDOWS = 1000
