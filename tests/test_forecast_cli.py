@@ -185,6 +185,17 @@ def test_training_stops_once_no_member_improved_for_patience_epochs(files, tmp_p
     assert len(resumed.history()) == len(run.history())
 
 
+def test_runs_made_before_the_changes_input_still_load(capsys, files, tmp_path):
+    out = tmp_path / "old"
+    (tmp_path / "old.toml").write_text(SMALL + "changes = false\n")
+    assert main(train_args(files["data"], "mlp", out, tmp_path / "old.toml")) == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["model_config"]["changes"]                     # as an older version wrote it
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["predict", str(out), "--out", str(tmp_path / "f.csv")]) == 0
+    assert len((tmp_path / "f.csv").read_text().splitlines()) == 1 + 3
+
+
 def test_networks_never_look_past_their_origin(files, tmp_path):
     """Origins are months 67, 68, 69 of 0..71; changing months 68 on must leave the forecasts made
     at 67 and 68 unchanged (training, scaling and their inputs all end before them)."""

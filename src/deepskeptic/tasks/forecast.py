@@ -262,7 +262,10 @@ class ForecastTask(Task):
     def load_model(self, run: Run) -> nn.Module:
         config = run.config
         name = config["settings"]["model"]
-        model = registry.spec(self.name, name).build(registry.make_config(self.name, name, **config["model_config"]))
+        model_config = dict(config["model_config"])
+        if "level_relative" in model_config:  # a network's run from before the changes input: it had none
+            model_config.setdefault("changes", False)
+        model = registry.spec(self.name, name).build(registry.make_config(self.name, name, **model_config))
         if not isinstance(model, StatisticalForecaster):
             run.load_weights({"model": model})
         return model.eval()
