@@ -46,9 +46,12 @@ def test_median_of_odd_members_and_bad_member_counts():
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(5, 6, 1)
     torch.testing.assert_close(model(x), model.member_forecasts(x).median(0).values)
-    for bad in (0, -1, 1.5, True):
+    for bad in (0, -1):
         with pytest.raises(UserError, match="members must be a positive whole number"):
             registry.spec("forecast", "rnn").build(registry.make_config("forecast", "rnn", members=bad))
+    for bad in (1.5, True, "4"):                                         # the registry checks the kind first
+        with pytest.raises(UserError, match="model setting members of 'rnn' must be a whole number"):
+            registry.make_config("forecast", "rnn", members=bad)
 
 
 def _line_prepared(tmp_path: Path, n: int, model_config: dict, values=None, **task_settings):

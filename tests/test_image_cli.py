@@ -357,6 +357,8 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     paths["unknown_key"].write_text("epoch = 3\n")
     paths["unknown_model_key"] = root / "unknown_model_key.toml"
     paths["unknown_model_key"].write_text("[model]\nwidht = 3\n")
+    paths["wrong_kind_model_key"] = root / "wrong_kind_model_key.toml"
+    paths["wrong_kind_model_key"].write_text("[model]\ndropout = \"some\"\n")
     paths["not_toml"] = root / "not_toml.toml"
     paths["not_toml"].write_text("epochs = = 3\n")
     paths["not_a_run"] = root / "not_a_run"
@@ -382,6 +384,8 @@ BAD_TRAIN = {
     "config unknown key": (["--data", "digits", "--config", "{unknown_key}"], r"unknown key\(s\) in .*: epoch;"),
     "config [model] unknown key": (["--data", "digits", "--config", "{unknown_model_key}"],
                                    r"unknown setting\(s\) widht for model 'cnn'"),
+    "config [model] wrong kind": (["--data", "digits", "--config", "{wrong_kind_model_key}"],
+                                  r"model setting dropout of 'cnn' must be a number, got 'some'"),
     "config not TOML": (["--data", "digits", "--config", "{not_toml}"], r"not valid TOML"),
     "config missing": (["--data", "digits", "--config", "{root}/nope.toml"], r"config file .* does not exist"),
     "no data": ([], r"no data given"),

@@ -57,6 +57,14 @@ def test_unknown_model_setting_is_refused(name):
         registry.make_config("image", name, no_such_key=1)
 
 
+def test_model_settings_of_the_wrong_kind_are_refused():
+    for key, bad, kind in (("dropout", "0.1", "a number"), ("dropout", True, "a number"),
+                           ("hidden", [64, "x"], "a list of numbers"), ("hidden", 3, "a list of numbers")):
+        with pytest.raises(UserError, match=f"model setting {key} of 'mlp' must be {kind}"):
+            registry.make_config("image", "mlp", **{key: bad})
+    assert registry.make_config("image", "mlp", dropout=0, hidden=[32, 16]).dropout == 0   # an int is a number
+
+
 def test_alexnet_variant_follows_the_input_size():
     assert alexnet_variant(AlexNetConfig(image_size=8)) == "small"
     assert alexnet_variant(AlexNetConfig(image_size=63)) == "small"

@@ -7,9 +7,12 @@ module happened not to be imported (the lesson of timm's "unknown model" issues)
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from torch import nn
 
 from deepskeptic.errors import UserError, unknown_name
@@ -63,7 +66,34 @@ def make_config(task: str, name: str, **settings) -> Any:
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(unknown)} for model '{name}'; "
                         f"valid: {', '.join(sorted(valid))}")
+    hints = typing.get_type_hints(config_cls)
+    for key, value in settings.items():
+        kind = _kind_error(hints.get(key), value)
+        if kind:
+            raise UserError(f"model setting {key} of '{name}' must be {kind}, got {value!r}; fix it in the "
+                            f"[model] table of your config file")
     return config_cls(**settings)
+
+
+def _kind_error(hint: Any, value: Any) -> str | None:
+    """What ``value`` should have been if it does not fit the type ``hint`` of a config field
+    (bool, int, float, str, tuple, optionally None); None when it fits or the hint is another type."""
+    args = typing.get_args(hint)
+    if type(None) in args:                                        # X | None
+        if value is None:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else None
+    checks = {bool: ("true or false", lambda v: isinstance(v, (bool, np.bool_))),
+              int: ("a whole number", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))),
+              float: ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))),
+              str: ("a string", lambda v: isinstance(v, str)),
+              tuple: ("a list of numbers", lambda v: isinstance(v, (list, tuple))
+                      and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v))}
+    origin = typing.get_origin(hint) or hint
+    if origin in checks and not checks[origin][1](value):
+        return checks[origin][0]
+    return None
 
 
 def create(task: str, name: str, **settings) -> nn.Module:
