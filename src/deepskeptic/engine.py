@@ -135,9 +135,9 @@ class Job:
 class BestWeights:
     """A module's weights at its best (lowest) validation score so far: the run keeps the best
     epoch's weights, whether training runs its epochs or budget or stops early (Job.should_stop,
-    with ``epochs_since_best``). A job
-    offers a score after each validation, ``restore`` loads the best weights at the end, and
-    ``state``/``load`` carry them through checkpoints (resume stays exact)."""
+    with ``epochs_since_best``). A job offers a score after each validation, ``restore`` loads the
+    best weights at the end, and ``state``/``load`` carry them through checkpoints (resume stays
+    exact)."""
 
     def __init__(self, module: nn.Module, enabled: bool = True):
         self.module, self.enabled = module, enabled

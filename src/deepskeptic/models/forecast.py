@@ -51,7 +51,7 @@ class WindowForecaster(nn.Module):
         if not 0 < cfg.smoothing <= 1:
             raise UserError(f"smoothing must be in (0, 1], got {cfg.smoothing!r}")
         self.smoothing = float(cfg.smoothing)
-        if not isinstance(cfg.members, int) or isinstance(cfg.members, bool) or cfg.members < 1:
+        if cfg.members < 1:  # its kind (a whole number) the registry checks
             raise UserError(f"members must be a positive whole number, got {cfg.members!r}")
         self.members = nn.ModuleList(make_core(k) for k in range(cfg.members))
 

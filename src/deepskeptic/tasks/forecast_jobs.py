@@ -109,7 +109,7 @@ class NetworkJob(Job):
         """Early stopping: no member has improved its validation MASE for ``patience`` epochs (the
         best epochs of these short series come early, so the rest of the schedule would be spent
         on weights nobody keeps)."""
-        return bool(self.patience) and all(best.enabled and best.best for best in self.best) and \
+        return bool(self.patience) and all(best.score is not None for best in self.best) and \
             min(best.epochs_since_best(self.epochs_seen) for best in self.best) >= self.patience
 
     def restore_best(self) -> list[int] | None:
