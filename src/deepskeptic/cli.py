@@ -146,12 +146,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from deepskeptic.runs import Run
     from deepskeptic.tasks import get_task
     from deepskeptic.training import resolve_settings, resume_run, train
     if args.resume:
         if args.task:
             raise UserError("--resume takes only the run folder; its settings come from its config.json")
-        _, run = resume_run(args.resume)
+        run = Run.open(args.resume, complete=False)
+        run = resume_run(get_task(run.config["task"]), run)
     else:
         if not args.task:
             raise UserError("name a task (e.g. 'deepskeptic train image --data digits --model cnn') or --resume RUN")
@@ -199,23 +201,41 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from deepskeptic.tasks.base import PredictOptions
     task, run = _task_of_run(args.run)
-    return task.predict(run, args)
+    return task.predict(run, PredictOptions(inputs=tuple(args.inputs), top_k=args.top_k, data=args.data,
+                                            out=args.out, as_json=args.json))
+
+
+def _extra(task, command: str):
+    """The task's ``command`` (one of generate, translate, explain), if the task declares it."""
+    from deepskeptic.tasks import TASKS
+    if command not in task.commands:
+        having = [t.name for t in TASKS.values() if command in t.commands]
+        raise UserError(f"task '{task.name}' has no {command} command (runs of {', '.join(having)} have)")
+    return getattr(task, command)
 
 
 def cmd_explain(args) -> int:
+    from deepskeptic.tasks.base import ExplainOptions
     task, run = _task_of_run(args.run)
-    return task.explain(run, args)
+    return _extra(task, "explain")(run, ExplainOptions(inputs=tuple(args.inputs), out=args.out, text=args.text,
+                                                        cells=args.cells))
 
 
 def cmd_generate(args) -> int:
+    from deepskeptic.tasks.base import GenerateOptions
     task, run = _task_of_run(args.run)
-    return task.generate(run, args)
+    return _extra(task, "generate")(run, GenerateOptions(
+        prime=args.prime, length=args.length, temperature=args.temperature, top_k=args.top_k, n=args.n,
+        seed=args.seed, out=args.out, as_json=args.json))
 
 
 def cmd_translate(args) -> int:
+    from deepskeptic.tasks.base import TranslateOptions
     task, run = _task_of_run(args.run)
-    return task.translate(run, args)
+    return _extra(task, "translate")(run, TranslateOptions(inputs=tuple(args.input), direction=args.direction,
+                                                            out=args.out))
 
 
 def cmd_report(args) -> int:

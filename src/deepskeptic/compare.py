@@ -29,7 +29,7 @@ def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, m
         raise UserError("--models is empty; name at least one model")
     # Resolve every model's settings first: unknown names and bad settings fail before any training.
     resolved = {(m, k): resolve_settings(task, {**flags, "model": m, "seed": k}, config_file)
-                for m in models for k in range(seeds)}
+                for m in models for k in range(_seeds_for(task, m, seeds))}
     for (model, seed), model_settings in resolved.items():  # runs kept from before must match
         _check_reusable(task, out / f"{model}-seed{seed}", model_settings)
     prepared = task.prepare(resolved[(models[0], 0)])  # once: every run sees the same data
@@ -71,9 +71,9 @@ def _check_reusable(task: Task, run_dir: Path, settings: dict[str, Any]) -> None
 
 
 def _seeds_for(task: Task, model: str, seeds: int) -> int:
-    """Optional task hook ``seed_independent(model)``: models whose results do not depend on the
-    seed (statistical baselines) run once, and their spread is zero."""
-    return 1 if task.seed_independent(model) else seeds
+    """Models fitted in one step (statistics, counts, identity) give the same result for every seed:
+    they run once, and their spread is zero."""
+    return 1 if registry.spec(task.name, model).one_step else seeds
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -93,3 +93,14 @@ def check_common(settings: dict[str, Any]) -> None:
         raise UserError(f"schedule must be linear, cosine, constant or constant-linear, got {settings.get('schedule')!r}")
     if settings.get("device") not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be auto, cpu or cuda, got {settings.get('device')!r}")
+
+
+def positive_int(settings: dict[str, Any], key: str, *, allow_zero: bool = False) -> int | None:
+    """``settings[key]`` if it is None or a whole number of at least 1 (or 0 with ``allow_zero``);
+    otherwise a UserError naming the flag."""
+    value = settings.get(key)
+    low = 0 if allow_zero else 1
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        what = "0 or more" if allow_zero else "a positive whole number"
+        raise UserError(f"--{key.replace('_', '-')} must be {what}, got {value!r}")
+    return value

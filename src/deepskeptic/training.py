@@ -30,6 +30,8 @@ def resolve_settings(task: Task, flags: dict[str, Any], config_file: str | None)
     if resolved["data"] is None:
         raise UserError("no data given; pass --data (see 'deepskeptic datasets')")
     registry.make_config(task.name, model, **resolved["model_config"])  # unknown model keys -> error
+    if spec.one_step:  # fitted in one step: there is nothing to iterate, and no budget to spend
+        resolved.update(epochs=1, time_budget=None)
     task.adjust_settings(resolved)
     return resolved
 
@@ -74,11 +76,8 @@ def train(task: Task, settings: dict[str, Any], *, prepared: Any = None, out: st
     return run
 
 
-def resume_run(path: str) -> tuple[Task, Run]:
-    from deepskeptic.tasks import get_task
-    run = Run.open(path, complete=False)
+def resume_run(task: Task, run: Run) -> Run:
+    """Continue ``run`` (an incomplete run of ``task``) from its last checkpoint."""
     if run.is_complete:
         raise UserError(f"run {run.path} is already complete; nothing to resume")
-    task = get_task(run.config["task"])
-    train(task, run.config["settings"], resume=run)
-    return task, run
+    return train(task, run.config["settings"], resume=run)

@@ -169,7 +169,7 @@ class RNNConfig:
                                  # a member costs the most (forecast.LONG_SERIES_WINDOWS)
 
 
-@register("forecast", "rnn", RNNConfig, role="baseline",
+@register("forecast", "rnn", RNNConfig, role="baseline", reads="windows",
           description="Elman network (tanh), truncated BPTT over the lookback window",
           train_defaults={**NETWORK_DEFAULTS})
 def build_rnn(cfg: RNNConfig) -> nn.Module:
@@ -193,7 +193,7 @@ class LSTMConfig:
     members: int = 8
 
 
-@register("forecast", "lstm", LSTMConfig, role="deep",
+@register("forecast", "lstm", LSTMConfig, role="deep", reads="windows",
           description="stacked LSTM with dropout between layers (nn.LSTM; ExplicitLSTM for explain)",
           train_defaults={**NETWORK_DEFAULTS})
 def build_lstm(cfg: LSTMConfig) -> nn.Module:
@@ -229,7 +229,7 @@ class MLPConfig:
     members: int = 8
 
 
-@register("forecast", "mlp", MLPConfig, role="baseline",
+@register("forecast", "mlp", MLPConfig, role="baseline", reads="windows",
           description="window-in, horizon-out perceptron (two ReLU hidden layers)",
           train_defaults={**NETWORK_DEFAULTS})
 def build_mlp(cfg: MLPConfig) -> nn.Module:
@@ -286,5 +286,6 @@ STATISTICAL = {
 }
 
 for _method, (_config, _description) in STATISTICAL.items():
-    register("forecast", _method, _config, role="baseline", description=_description)(
+    register("forecast", _method, _config, role="baseline", reads="series", one_step=True,
+             description=_description)(
         lambda cfg, method=_method: StatisticalForecaster(method, cfg))

@@ -113,7 +113,7 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x).flatten()
 
 
-@register("gan", "dcgan", DCGANConfig, role="deep",
+@register("gan", "dcgan", DCGANConfig, role="deep", reads="latent",
           description="transposed-conv generator (BN, ReLU) vs strided-conv discriminator (LeakyReLU)",
           train_defaults={"lr": 2e-4, "batch_size": 64, "warmup": 0.0, "schedule": "constant-linear"})
 def build_dcgan(cfg: DCGANConfig) -> GAN:
@@ -167,7 +167,7 @@ class MLPDiscriminator(nn.Module):
         return self.net(x).flatten()                                            # (B,)
 
 
-@register("gan", "mlp-gan", MLPGANConfig, role="baseline",
+@register("gan", "mlp-gan", MLPGANConfig, role="baseline", reads="latent",
           description="the original fully connected GAN (Goodfellow et al. 2014): the plain network",
           train_defaults={"lr": 2e-4, "batch_size": 64, "warmup": 0.0, "schedule": "constant-linear"})
 def build_mlp_gan(cfg: MLPGANConfig) -> GAN:
@@ -276,7 +276,7 @@ class CycleGAN(nn.Module):
         return self.g_ab(a)
 
 
-@register("cyclegan", "cyclegan", CycleGANConfig, role="deep",
+@register("cyclegan", "cyclegan", CycleGANConfig, role="deep", reads="pixels",
           description="ResNet generators, PatchGAN discriminators, LSGAN + cycle + identity losses",
           train_defaults={"lr": 2e-4, "batch_size": 8, "warmup": 0.0, "schedule": "constant-linear"})
 def build_cyclegan(cfg: CycleGANConfig) -> CycleGAN:
@@ -303,7 +303,7 @@ class IdentityTranslator(nn.Module):
         return a
 
 
-@register("cyclegan", "identity", IdentityConfig, role="baseline",
+@register("cyclegan", "identity", IdentityConfig, role="baseline", reads="pixels", one_step=True,
           description="the input unchanged: what a translator must beat (no training)",
           train_defaults={"batch_size": 8})
 def build_identity(cfg: IdentityConfig) -> IdentityTranslator:

@@ -20,7 +20,7 @@ class LogRegConfig:
     num_classes: int = 10
 
 
-@register("image", "logreg", LogRegConfig, role="baseline",
+@register("image", "logreg", LogRegConfig, role="baseline", reads="pixels",
           description="softmax regression on pixels: the floor every network must beat",
           train_defaults={"lr": 5e-3, "weight_decay": 1e-4, "batch_size": 256, "augment": False})
 def build_logreg(cfg: LogRegConfig) -> nn.Module:
@@ -36,7 +36,7 @@ class MLPConfig:
     dropout: float = 0.2                  # per hidden layer; light, budgets here are short
 
 
-@register("image", "mlp", MLPConfig, role="baseline",
+@register("image", "mlp", MLPConfig, role="baseline", reads="pixels",
           description="the plain network: fully connected hidden layers, ReLU, dropout",
           train_defaults={"lr": 2e-3, "weight_decay": 1e-4, "batch_size": 256, "augment": False})
 def build_mlp(cfg: MLPConfig) -> nn.Module:
@@ -67,7 +67,7 @@ def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
-@register("image", "cnn", CNNConfig, role="deep",
+@register("image", "cnn", CNNConfig, role="deep", reads="pixels",
           description="conv+BN+ReLU stages with max pooling, dropout, fully connected head",
           # No augmentation by default: on budgets of a dozen epochs random shifts cost more accuracy
           # than they protect (-1.4 points on Fashion-MNIST in 60 s); turn on with --augment for long runs.
@@ -110,7 +110,7 @@ def alexnet_variant(cfg: AlexNetConfig) -> str:
     return "original" if cfg.image_size >= 64 else "small"
 
 
-@register("image", "alexnet", AlexNetConfig, role="deep",
+@register("image", "alexnet", AlexNetConfig, role="deep", reads="pixels",
           description="the 2012 design: 5 conv layers, pooling after 1st/2nd/5th, 3 FC layers with dropout",
           train_defaults={"lr": 2e-3, "weight_decay": 5e-4, "batch_size": 128, "augment": True})
 def build_alexnet(cfg: AlexNetConfig) -> nn.Module:

@@ -18,6 +18,20 @@ from torch import nn
 from deepskeptic.errors import UserError, unknown_name
 
 
+ROLES = ("deep", "baseline")   # the model on trial, or what it has to beat
+# What a model reads, so that tools (compare, export, the server) need not guess from its name.
+READS = {
+    "pixels": "images as (B, C, H, W) standardised pixels",
+    "windows": "a (B, lookback, features) window of a scaled series",
+    "series": "the whole training history of a series (a statistical method, fitted per origin)",
+    "chars": "character ids (B, T) of the run's vocabulary",
+    "ngram-counts": "tf-idf weighted character n-gram counts of a document",
+    "log-mel": "(B, T, n_mels) log-mel frames with their lengths",
+    "pooled-log-mel": "log-mel frames pooled over time (mean and std per band)",
+    "latent": "(B, latent_dim) Gaussian noise",
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     task: str
@@ -25,24 +39,46 @@ class ModelSpec:
     config_cls: type                      # dataclass of the model's settings
     build: Callable[[Any], nn.Module]     # config -> module
     description: str
-    role: str                             # 'deep' (the model on trial) or 'baseline'
+    role: str                             # one of ROLES
+    reads: str                            # one of READS
+    one_step: bool = False                # fitted in one step (statistics, counts, identity): no epochs,
+                                          # no budget, the same result for every seed
     train_defaults: dict = field(default_factory=dict)  # training settings this model works best with
+
+    @property
+    def is_network(self) -> bool:
+        """Trained by gradient steps (and so exportable as a graph)."""
+        return not self.one_step
 
 
 _REGISTRY: dict[tuple[str, str], ModelSpec] = {}
 
 
-def register(task: str, name: str, config_cls: type, *, description: str, role: str,
-             train_defaults: dict | None = None):
-    """Decorator for a builder ``config -> nn.Module``."""
+def register(task: str, name: str, config_cls: type, *, description: str, role: str, reads: str,
+             one_step: bool = False, train_defaults: dict | None = None):
+    """Decorator for a builder ``config -> nn.Module``; the metadata is checked here, so a typo in a
+    role or input form fails at import, not in a comparison hours later."""
+    if role not in ROLES:
+        raise ValueError(f"model {task}/{name}: role must be one of {ROLES}, got {role!r}")
+    if reads not in READS:
+        raise ValueError(f"model {task}/{name}: reads must be one of {sorted(READS)}, got {reads!r}")
+    if not dataclasses.is_dataclass(config_cls):
+        raise ValueError(f"model {task}/{name}: config_cls must be a dataclass")
+
     def wrap(build):
         key = (task, name)
         if key in _REGISTRY:
             raise RuntimeError(f"model {task}/{name} registered twice")
-        _REGISTRY[key] = ModelSpec(task, name, config_cls, build, description, role,
+        _REGISTRY[key] = ModelSpec(task, name, config_cls, build, description, role, reads, one_step,
                                    dict(train_defaults or {}))
         return build
     return wrap
+
+
+def specs(task: str | None = None) -> list[ModelSpec]:
+    """Every registered model (of ``task``), in registration order."""
+    _load_all()
+    return [s for (t, _), s in _REGISTRY.items() if task is None or t == task]
 
 
 def names(task: str) -> list[str]:

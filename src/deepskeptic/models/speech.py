@@ -90,7 +90,7 @@ class LSTMClassifier(nn.Module):
         return self.head(out.masked_fill(~mask, float("-inf")).amax(1))
 
 
-@register("speech", "lstm", LSTMConfig, role="deep",
+@register("speech", "lstm", LSTMConfig, role="deep", reads="log-mel",
           description="LSTM reads the log-mel frames in time order; max over its outputs -> word (bidirectional option)",
           train_defaults={"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64})
 def build_lstm(cfg: LSTMConfig) -> nn.Module:
@@ -127,7 +127,7 @@ class PooledMLP(nn.Module):
         return self.net(torch.cat([mean, var.clamp_min(1e-8).sqrt()], dim=1))  # (B, 2F) -> (B, classes)
 
 
-@register("speech", "mlp", MLPConfig, role="baseline",
+@register("speech", "mlp", MLPConfig, role="baseline", reads="pooled-log-mel",
           description="the plain network on features pooled over time (mean and std per mel band)",
           train_defaults={"lr": 2e-3, "weight_decay": 1e-4, "batch_size": 64})
 def build_mlp(cfg: MLPConfig) -> nn.Module:
@@ -173,7 +173,7 @@ class SpectrogramCNN(nn.Module):
         return self.head(pooled.flatten(1))
 
 
-@register("speech", "cnn", CNNConfig, role="deep",
+@register("speech", "cnn", CNNConfig, role="deep", reads="log-mel",
           description="the log-mel spectrogram as an image: conv+BN+ReLU stages, mean over time, FC head",
           train_defaults={"lr": 3e-3, "weight_decay": 5e-4, "batch_size": 64})
 def build_cnn(cfg: CNNConfig) -> nn.Module:
@@ -209,7 +209,7 @@ class LSTMCTC(nn.Module):
         return self.head(out).float().log_softmax(-1), lengths  # (B, T', vocab), fp32 under autocast too
 
 
-@register("speech", "lstm-ctc", LSTMCTCConfig, role="deep",
+@register("speech", "lstm-ctc", LSTMCTCConfig, role="deep", reads="log-mel",
           description="stacked bidirectional LSTM with a CTC output layer: transcripts of several words",
           # small batches: CTC leaves its all-blank plateau after a number of updates, not of examples
           train_defaults={"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 16})
@@ -250,7 +250,7 @@ class WindowMLPCTC(nn.Module):
         return self.net(windows).float().log_softmax(-1), lengths
 
 
-@register("speech", "mlp-ctc", MLPCTCConfig, role="baseline",
+@register("speech", "mlp-ctc", MLPCTCConfig, role="baseline", reads="log-mel",
           description="the plain network for sequences: an MLP on a 330 ms window per step, CTC output",
           train_defaults={"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 16})
 def build_mlp_ctc(cfg: MLPCTCConfig) -> nn.Module:

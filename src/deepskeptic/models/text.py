@@ -66,13 +66,13 @@ class CharLM(nn.Module):
 _LM_TRAIN = {"lr": 5e-3, "weight_decay": 0.01, "batch_size": 16}
 
 
-@register("textgen", "lstm", CharLMConfig, role="deep", train_defaults=_LM_TRAIN,
+@register("textgen", "lstm", CharLMConfig, role="deep", reads="chars", train_defaults=_LM_TRAIN,
           description="character LSTM, truncated BPTT with the state carried between batches")
 def build_char_lstm(cfg: CharLMConfig) -> nn.Module:
     return CharLM(cfg, "lstm")
 
 
-@register("textgen", "rnn", CharLMConfig, role="baseline",
+@register("textgen", "rnn", CharLMConfig, role="baseline", reads="chars",
           # tuned like the lstm, 60 s on fortunes: lr 1e-3 2.73, 2e-3 2.57, 4e-3 2.52 validation bpc
           train_defaults={**_LM_TRAIN, "lr": 4e-3},
           description="the plain recurrent network (tanh), same embedding, head and training")
@@ -100,7 +100,7 @@ class NGramConfig:
     smoothing: str = "kneser-ney"  # interpolated Kneser-Ney, or 'witten-bell'
 
 
-@register("textgen", "ngram", NGramConfig, role="baseline",
+@register("textgen", "ngram", NGramConfig, role="baseline", reads="chars", one_step=True,
           description="character n-gram, interpolated Kneser-Ney, order chosen on validation (counts, no parameters)")
 def build_ngram(cfg: NGramConfig) -> nn.Module:
     if cfg.smoothing not in ("kneser-ney", "witten-bell"):
@@ -116,7 +116,7 @@ class CompressorConfig:
 
 for _name, _what in (("zlib", "DEFLATE, 32 KB window"), ("bz2", "Burrows-Wheeler, 900 KB blocks"),
                      ("lzma", "LZMA, dictionary holds the whole corpus")):
-    register("textgen", _name, CompressorConfig, role="baseline",
+    register("textgen", _name, CompressorConfig, role="baseline", reads="chars", one_step=True,
              description=f"standard-library {_name} ({_what}): bits for the test text after the training text")(
         lambda cfg, _name=_name: ClassicalModel(_name, cfg))
 
@@ -155,7 +155,7 @@ class TextLSTM(nn.Module):
         return self.head(self.drop(torch.cat([mean, peak], dim=1)))
 
 
-@register("text", "lstm", TextLSTMConfig, role="deep",
+@register("text", "lstm", TextLSTMConfig, role="deep", reads="chars",
           train_defaults={"lr": 3e-3, "weight_decay": 0.01, "batch_size": 64},
           description="character LSTM over the document, mean+max pooled, linear head")
 def build_text_lstm(cfg: TextLSTMConfig) -> nn.Module:
@@ -170,14 +170,14 @@ class BagConfig:
     dropout: float = 0.5        # mlp only: bag-of-words inputs are wide and overfit fast
 
 
-@register("text", "logreg", BagConfig, role="baseline",
+@register("text", "logreg", BagConfig, role="baseline", reads="ngram-counts",
           train_defaults={"lr": 1e-2, "weight_decay": 1e-4, "batch_size": 64},
           description="softmax regression on bag-of-n-gram counts (words, 1- and 2-grams)")
 def build_text_logreg(cfg: BagConfig) -> nn.Module:
     return nn.Linear(cfg.num_features, cfg.num_classes)
 
 
-@register("text", "mlp", BagConfig, role="baseline",
+@register("text", "mlp", BagConfig, role="baseline", reads="ngram-counts",
           # batches of 256: the wide first layer's optimizer step dominates; fewer, larger steps
           # (fortunes-categories, 30 s on 2 CPU cores: 44 % test accuracy vs 28 % with batches of 64)
           train_defaults={"lr": 2e-3, "weight_decay": 1e-4, "batch_size": 256},

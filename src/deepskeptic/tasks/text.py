@@ -304,8 +304,9 @@ class TextTask(Task):
         return text_use.predict(self, run, args)
 
     def explain(self, run: Run, args: argparse.Namespace) -> int:
-        from deepskeptic.tasks import text_gates
+        from deepskeptic.tasks.common import gates
         if run.config["settings"]["model"] != "lstm":
             raise UserError(f"model '{run.config['settings']['model']}' reads n-gram counts and has no gates; "
                             f"explain an lstm run")
-        return text_gates.explain(self, run, args)
+        model, vocab = self.load_model(run, torch.device("cpu"))
+        return gates.explain(run, model, vocab, args, self.write_report)

@@ -101,7 +101,7 @@ def write_report(task, run: Run, prepared=None, metrics: dict | None = None) -> 
                          [[texts[i][:160], info["classes"][labels[i]], info["classes"][pred[i]], float(conf[i])]
                           for i in wrong])
         if info["reading"] == "chars" and texts:
-            from deepskeptic.tasks import text_gates
+            from deepskeptic.tasks.common import gates as text_gates
             text_gates.report_section(report, run, model, reader, texts[0][:160])
     report.heading("Settings")
     report.table(["setting", "value"], [[k, v] for k, v in s.items()])

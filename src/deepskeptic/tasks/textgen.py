@@ -361,5 +361,6 @@ class TextGenTask(Task):
         return textgen_use.generate(self, run, args)
 
     def explain(self, run: Run, args: argparse.Namespace) -> int:
-        from deepskeptic.tasks import text_gates
-        return text_gates.explain(self, run, args)
+        from deepskeptic.tasks.common import gates
+        model, vocab = self.load_model(run, torch.device("cpu"))
+        return gates.explain(run, model, vocab, args, self.write_report)

@@ -173,7 +173,7 @@ def write_report(task, run: Run, prepared=None, metrics: dict | None = None) -> 
 
 def _gates_sections(task, run: Run, report: Report, model, vocab, prepared) -> None:
     """The LSTM's gates on a stretch of test text, and any pictures `explain` wrote."""
-    from deepskeptic.tasks import text_gates
+    from deepskeptic.tasks.common import gates as text_gates
     if prepared is None:
         try:
             prepared = task.prepare(run.config["settings"])

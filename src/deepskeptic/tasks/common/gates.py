@@ -8,7 +8,6 @@ picture, which the run's report shows too.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import re
@@ -128,14 +127,15 @@ def parse_cells(spec: str | None) -> list[int] | None:
         raise UserError(f"--cells takes comma-separated unit numbers such as 3,17,200, not {spec!r}") from None
 
 
-def explain(task, run: Run, args: argparse.Namespace) -> int:
+def explain(run: Run, model, vocab, args, write_report) -> int:
+    """`deepskeptic explain` for a character LSTM: ``args`` is the ExplainOptions (text or inputs,
+    cells, out); ``write_report(run)`` re-renders the report that shows the new picture."""
     text = args.text if args.text is not None else " ".join(args.inputs)
     if not text:
         raise UserError('give the text to explain: deepskeptic explain RUN --text "some text"')
     if len(text) > MAX_CHARS:
         print(f"note: the text is cut to its first {MAX_CHARS} characters", file=sys.stderr)
         text = text[:MAX_CHARS]
-    model, vocab = task.load_model(run, torch.device("cpu"))
     rec = record(model, vocab, text, parse_cells(getattr(args, "cells", None)))
     if rec["unknown"]:
         print(f"note: {rec['unknown']} character(s) are not in the run's vocabulary; read as unknown", file=sys.stderr)
@@ -148,7 +148,7 @@ def explain(task, run: Run, args: argparse.Namespace) -> int:
     atomic_write_json(out / f"{stem}.json", {"text": text, "cells": rec["cells"], "layer": rec["layer"],
                                             **{name: rec[name].tolist() for name in ROWS}})
     if not args.out:
-        task.write_report(run)                                      # the report shows the new picture
+        write_report(run)                                           # the report shows the new picture
     print(f"wrote {out / (stem + '.png')}" + ("" if args.out else f" and updated {run.report_path}"),
           file=sys.stderr)
     plt.close("all")
