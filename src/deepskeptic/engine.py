@@ -115,8 +115,9 @@ class Job:
         """One step: returns (examples in the batch, {statistic: batch mean as a 0-d tensor})."""
         raise NotImplementedError
 
-    def validate(self) -> dict[str, float]:
-        """Validation metrics after an epoch (not counted in the time budget)."""
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Validation metrics (bare names; the engine adds ``val_``) after ``epoch`` (1-based; a job
+        may call it with 0 for the untrained model). Not counted in the time budget."""
         return {}
 
     def should_stop(self) -> bool:
@@ -317,7 +318,7 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
                 "epoch_seconds": round(epoch_seconds, 4), "train_seconds": round(pos["train_seconds"], 4),
                 f"{job.unit}_per_second": round(pos["count"] / max(1e-9, epoch_seconds), 1)}
             if pos["count"] > 0:
-                record.update({f"val_{k}": v for k, v in job.validate().items()})
+                record.update({f"val_{k}": v for k, v in job.validate(epoch + 1).items()})
             else:
                 record = None
             if record is not None:

@@ -173,7 +173,7 @@ class CycleJob(Job):
         return len(ia), {"g_loss": g_loss.detach(), "d_loss": d_loss.detach(), "adversarial": adversarial.detach(),
                          "cycle": cycle.detach(), "identity": identity.detach()}
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         self.epochs_done += 1
         return self.evaluator(self, self.epochs_done) if self.evaluator else {}
 

@@ -91,7 +91,7 @@ class NetworkJob(Job):
         actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
         return members, actual, backtest_scales(p.series.values, self.val_origins, p.season)
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         """Validation MASE of the ensemble's forecast; with keep_best also of each member, each of
         which keeps the weights of its own best epoch (epoch 0, the untrained anchor, included):
         a member that overfits fast stops early while another goes on learning."""

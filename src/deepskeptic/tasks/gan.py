@@ -179,7 +179,7 @@ class GanJob(Job):
         return len(index), {"d_loss": d_loss, "g_loss": self.g_loss,
                             "d_real": squash(d_real.detach()).mean(), "d_fake": squash(d_fake.detach()).mean()}
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         self.epochs_done += 1
         if self.run_path is not None:
             self.generator.eval()

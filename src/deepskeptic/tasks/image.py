@@ -110,7 +110,7 @@ class ImageJob(Job):
         accuracy = (logits.detach().argmax(1) == y).float().mean()
         return len(index), {"loss": loss.detach(), "accuracy": accuracy}
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         if len(self.x_val) == 0:
             return {}
         logits = predict_logits(self.model, self.x_val, self.mean, self.std, self.device)

@@ -134,7 +134,7 @@ class SpeechJob(Job):
             stats["accuracy"] = (output.detach().argmax(1) == self.targets[index.to(self.device)]).float().mean()
         return len(index), stats
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         index = self.data.splits["val"]
         if len(index) == 0:
             return {}

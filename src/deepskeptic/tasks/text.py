@@ -162,7 +162,7 @@ class TextJob(Job):
         ctx.backward_step(loss, clip=self.clip)
         return len(index), {"loss": loss.detach(), "accuracy": (logits.detach().argmax(1) == y).float().mean()}
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         if len(self.val) == 0:
             return {}
         logits = predict_logits(self.model, self.val, self.device)

@@ -129,7 +129,7 @@ class TextGenJob(Job):
         loss = loss.detach()
         return x.numel(), {"loss": loss, "bpc": loss / LN2}
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         bpc, _ = stream_bpc(self.model, self.val, self.device)
         self.epochs_validated += 1
         self.best.offer(bpc, self.epochs_validated)
@@ -184,7 +184,7 @@ class ClassicalJob(Job):
         return baselines.conditional_bpc(self.marker.kind, p.corpus.train, held, self.marker.cfg.level,
                                          self.fitted["train_bits"])
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, epoch: int) -> dict[str, float]:
         return {"bpc": self.bpc("val")}
 
 
