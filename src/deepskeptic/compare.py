@@ -17,7 +17,7 @@ from deepskeptic.reports.html import Report
 from deepskeptic.reports.plots import learning_curves, scatter_with_error
 from deepskeptic.runs import Run
 from deepskeptic.tasks.base import Task
-from deepskeptic.training import resolve_settings, train
+from deepskeptic.training import rename_settings, resolve_settings, train
 
 
 def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, models: list[str],
@@ -42,7 +42,8 @@ def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, m
             model_settings = resolved[(model, seed)]
             print(f"== {model}, seed {seed} -> {run_dir}", flush=True)
             if run_dir.exists() and (run_dir / "config.json").is_file():
-                train(task, Run(run_dir).config["settings"], prepared=prepared, resume=Run(run_dir))
+                train(task, rename_settings(task, Run(run_dir).config["settings"], "run"), prepared=prepared,
+                      resume=Run(run_dir))
             else:
                 if run_dir.exists():
                     for leftover in run_dir.iterdir():  # a run killed before writing its config

@@ -1,6 +1,7 @@
 """Train one run: settings -> data -> job -> engine -> run folder. Used by `train` and `compare`."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,28 @@ from deepskeptic.runs import Run, default_run_dir, device_name, resolve_device, 
 from deepskeptic.tasks.base import Task
 
 
+def rename_settings(task: Task, settings: dict[str, Any], where: str) -> dict[str, Any]:
+    """``settings`` with the task's renamed keys under their new names (a note on stderr says so);
+    both names at once is an error."""
+    out = dict(settings)
+    for old, new in task.renamed_settings.items():
+        if old in out:
+            if new in out and out[new] is not None and out[old] is not None:
+                raise UserError(f"{where} gives both {old} and its new name {new}; keep only {new}")
+            value = out.pop(old)
+            if value is not None or new not in out:
+                out[new] = value
+            if value is not None and where != "run":
+                print(f"note: {old.replace('_', '-')} is now called {new.replace('_', '-')} ({where})",
+                      file=sys.stderr)
+    return out
+
+
 def resolve_settings(task: Task, flags: dict[str, Any], config_file: str | None) -> dict[str, Any]:
     defaults = {**settings_mod.COMMON_DEFAULTS, **task.task_defaults}
     config = settings_mod.read_config_file(config_file) if config_file else {}
+    config = rename_settings(task, config, f"config file {config_file}")
+    flags = rename_settings(task, flags, "flags")
     model = flags.get("model") or config.get("model") or defaults.get("model")
     if model is None:
         raise UserError(f"no model given; pass --model, one of: {', '.join(task.model_names())}")
@@ -80,4 +100,4 @@ def resume_run(task: Task, run: Run) -> Run:
     """Continue ``run`` (an incomplete run of ``task``) from its last checkpoint."""
     if run.is_complete:
         raise UserError(f"run {run.path} is already complete; nothing to resume")
-    return train(task, run.config["settings"], resume=run)
+    return train(task, rename_settings(task, run.config["settings"], "run"), resume=run)

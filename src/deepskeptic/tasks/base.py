@@ -130,6 +130,8 @@ class Task:
     default_epochs: int = 10
     default_models: tuple[str, ...] = ()  # what `compare` runs when --models is not given
     task_defaults: dict[str, Any] = {}    # settings of this task beyond settings.COMMON_DEFAULTS
+    renamed_settings: ClassVar[dict[str, str]] = {}  # old name -> new name: old config files, flags and
+                                                     # runs keep working (training.rename_settings)
     commands: ClassVar[frozenset[str]] = frozenset()  # which of EXTRA_COMMANDS this task has
     predictor_class: ClassVar[type[Predictor]] = Predictor
 
