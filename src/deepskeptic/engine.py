@@ -211,6 +211,128 @@ class _SigintFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+@dataclass
+class _Loop:
+    """What one call of ``fit`` carries between its parts: the job, the settings, the position
+    (what a checkpoint stores to resume exactly) and the history so far."""
+    job: Job
+    settings: LoopSettings
+    ctx: StepContext
+    generator: torch.Generator
+    checkpoint_dir: Path
+    pos: dict[str, Any]
+    history: list[dict]
+    epoch_generator_state: torch.Tensor
+    interactive: bool
+    sync: bool
+    last_checkpoint: float = 0.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.checkpoint_dir) / CHECKPOINT_FILE
+
+    def save(self, done: bool = False) -> None:
+        self.pos["done"] = done
+        job = self.job
+        save_state(self.checkpoint_path, {
+            "modules": {n: m.state_dict() for n, m in job.modules.items()},
+            "optimizers": {n: o.state_dict() for n, o in job.optimizers.items()},
+            "extra": job.extra_state(), "position": self.pos, "history": self.history,
+            "epoch_generator_state": self.epoch_generator_state, "rng": _rng_state()})
+
+    def progress(self, total_steps: int | None) -> float:
+        """Where the schedule is, in [0, 1]: steps of the epochs, or seconds of the budget."""
+        if total_steps is None:
+            return self.pos["train_seconds"] / self.settings.time_budget
+        return self.pos["global_step"] / total_steps
+
+
+def _restore(loop: _Loop) -> None:
+    """Load modules, optimizers, the job's extra state, the position, history and RNG states."""
+    state = load_state(loop.checkpoint_path)
+    for name, module in loop.job.modules.items():
+        module.load_state_dict(state["modules"][name])
+    for name, opt in loop.job.optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    loop.job.load_extra_state(state["extra"])
+    loop.pos, loop.history = state["position"], state["history"]
+    loop.epoch_generator_state = state["epoch_generator_state"]
+    _set_rng_state(state["rng"])
+
+
+def _run_epoch(loop: _Loop, batches: Sequence[Any], sigint: "_SigintFlag") -> tuple[dict[str, torch.Tensor], bool]:
+    """The training steps of one epoch from ``pos['batch']`` on; returns the summed statistics and
+    whether the time budget ran out inside it. Ctrl-C saves a checkpoint and raises Interrupted."""
+    job, settings, pos = loop.job, loop.settings, loop.pos
+    epoch = pos["epoch"]
+    total_steps = None if settings.epochs is None else settings.epochs * len(batches)
+    for module in job.modules.values():
+        module.train()
+    sums = {k: torch.tensor(v) for k, v in pos["sums"].items()}
+    bar = tqdm(total=len(batches), initial=pos["batch"], desc=f"epoch {epoch + 1}",
+               unit="batch", leave=False, disable=not loop.interactive, dynamic_ncols=True)
+    if pos["batch"] == 0:
+        pos["epoch_start_seconds"] = pos["train_seconds"]
+    epoch_start_seconds = pos["epoch_start_seconds"]
+    budget_hit = False
+    try:
+        while pos["batch"] < len(batches):
+            if settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget:
+                budget_hit = True
+                break
+            if sigint.raised:
+                pos["sums"] = {k: v.item() for k, v in sums.items()}  # the epoch's statistics so far
+                loop.save()
+                raise Interrupted(str(Path(loop.checkpoint_dir).parent))
+            factor = lr_factor(loop.progress(total_steps), settings)
+            for opt in job.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+            start = time.perf_counter()
+            count, stats = job.train_step(batches[pos["batch"]], loop.ctx)
+            if loop.sync:
+                torch.cuda.synchronize()
+            pos["train_seconds"] += time.perf_counter() - start
+            for key, value in stats.items():
+                value = value.detach().float() * count
+                sums[key] = sums[key] + value if key in sums else value
+            pos["count"] += count
+            pos["batch"] += 1
+            pos["global_step"] += 1
+            loss = stats.get("loss")
+            if loss is not None and (not loop.sync or pos["global_step"] % 20 == 0) and not torch.isfinite(loss):
+                raise Diverged(f"training diverged: the loss became {loss.item()} at epoch {epoch + 1}, "
+                               f"step {pos['global_step']}; lower the learning rate (--lr)")
+            if loop.interactive and (pos["batch"] % 10 == 0 or pos["batch"] == len(batches)):
+                means = {k: v.item() / max(1, pos["count"]) for k, v in sums.items()}
+                bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()},
+                                **{f"{job.unit}/s": f"{pos['count'] / max(1e-9, pos['train_seconds'] - epoch_start_seconds):.0f}"})
+                bar.update(pos["batch"] - bar.n)
+            if time.monotonic() - loop.last_checkpoint > settings.checkpoint_every:
+                pos["sums"] = {k: v.item() for k, v in sums.items()}
+                loop.save()
+                loop.last_checkpoint = time.monotonic()
+    finally:
+        bar.close()
+    return sums, budget_hit
+
+
+def _epoch_record(loop: _Loop, sums: dict[str, torch.Tensor], total_steps: int | None) -> dict | None:
+    """The history line of the epoch just trained: train means, schedule, seconds, rate and the
+    job's validation metrics (None when the epoch had no step, e.g. a budget already spent)."""
+    pos, job, settings = loop.pos, loop.job, loop.settings
+    if pos["count"] == 0:
+        return None
+    epoch_seconds = pos["train_seconds"] - pos["epoch_start_seconds"]
+    record = {"epoch": pos["epoch"] + 1,
+              **{f"train_{k}": v.item() / max(1, pos["count"]) for k, v in sums.items()},
+              "lr_factor": round(lr_factor(loop.progress(total_steps), settings), 6),
+              "epoch_seconds": round(epoch_seconds, 4), "train_seconds": round(pos["train_seconds"], 4),
+              f"{job.unit}_per_second": round(pos["count"] / max(1e-9, epoch_seconds), 1)}
+    record.update({f"val_{k}": v for k, v in job.validate(pos["epoch"] + 1).items()})
+    return record
+
+
 def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, checkpoint_dir: Path,
         amp: bool = True, cpu_bf16: bool | str = False, on_epoch: Callable[[list[dict]], None] | None = None,
         resume: bool = False) -> list[dict]:
@@ -221,127 +343,44 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
     """
     if (settings.epochs is None) == (settings.time_budget is None):
         raise ValueError("give exactly one of epochs and time_budget")
-    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE
     generator = torch.Generator().manual_seed(seed)
-    ctx = StepContext(device, job.optimizers, amp, cpu_bf16)
     for opt in job.optimizers.values():
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])
-
-    pos = {"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "sums": {}, "count": 0,
-           "done": False, "epoch_start_seconds": 0.0}
-    history: list[dict] = []
-    epoch_generator_state = generator.get_state()
+    loop = _Loop(job=job, settings=settings, ctx=StepContext(device, job.optimizers, amp, cpu_bf16),
+                 generator=generator, checkpoint_dir=Path(checkpoint_dir),
+                 pos={"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "sums": {}, "count": 0,
+                      "done": False, "epoch_start_seconds": 0.0},
+                 history=[], epoch_generator_state=generator.get_state(),
+                 interactive=settings.progress and sys.stderr.isatty(), sync=device.type == "cuda")
     if resume:
-        state = load_state(checkpoint_path)
-        for name, module in job.modules.items():
-            module.load_state_dict(state["modules"][name])
-        for name, opt in job.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        job.load_extra_state(state["extra"])
-        pos, history = state["position"], state["history"]
-        epoch_generator_state = state["epoch_generator_state"]
-        _set_rng_state(state["rng"])
-
-    def save(done: bool = False) -> None:
-        pos["done"] = done
-        save_state(checkpoint_path, {
-            "modules": {n: m.state_dict() for n, m in job.modules.items()},
-            "optimizers": {n: o.state_dict() for n, o in job.optimizers.items()},
-            "extra": job.extra_state(), "position": pos, "history": history,
-            "epoch_generator_state": epoch_generator_state, "rng": _rng_state()})
-
-    interactive = settings.progress and sys.stderr.isatty()
-    sync = device.type == "cuda"
-    last_checkpoint = time.monotonic()
+        _restore(loop)
+    loop.last_checkpoint = time.monotonic()
     with _SigintFlag() as sigint:
-        while not pos["done"]:
-            epoch = pos["epoch"]
-            generator.set_state(epoch_generator_state)
-            batches = job.epoch_batches(epoch, generator)
+        while not loop.pos["done"]:
+            generator.set_state(loop.epoch_generator_state)
+            batches = job.epoch_batches(loop.pos["epoch"], generator)
             total_steps = None if settings.epochs is None else settings.epochs * len(batches)
-            for module in job.modules.values():
-                module.train()
-            sums = {k: torch.tensor(v) for k, v in pos["sums"].items()}
-            bar = tqdm(total=len(batches), initial=pos["batch"], desc=f"epoch {epoch + 1}",
-                       unit="batch", leave=False, disable=not interactive, dynamic_ncols=True)
-            if pos["batch"] == 0:
-                pos["epoch_start_seconds"] = pos["train_seconds"]
-            epoch_start_seconds = pos["epoch_start_seconds"]
-            budget_hit = False
-            while pos["batch"] < len(batches):
-                if settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget:
-                    budget_hit = True
-                    break
-                if sigint.raised:
-                    pos["sums"] = {k: v.item() for k, v in sums.items()}  # the epoch's statistics so far
-                    save()
-                    bar.close()
-                    raise Interrupted(str(Path(checkpoint_dir).parent))
-                progress = (pos["train_seconds"] / settings.time_budget if total_steps is None
-                            else pos["global_step"] / total_steps)
-                factor = lr_factor(progress, settings)
-                for opt in job.optimizers.values():
-                    for group in opt.param_groups:
-                        group["lr"] = group["base_lr"] * factor
-                start = time.perf_counter()
-                count, stats = job.train_step(batches[pos["batch"]], ctx)
-                if sync:
-                    torch.cuda.synchronize()
-                pos["train_seconds"] += time.perf_counter() - start
-                for key, value in stats.items():
-                    value = value.detach().float() * count
-                    sums[key] = sums[key] + value if key in sums else value
-                pos["count"] += count
-                pos["batch"] += 1
-                pos["global_step"] += 1
-                loss = stats.get("loss")
-                if loss is not None and (not sync or pos["global_step"] % 20 == 0) and not torch.isfinite(loss):
-                    bar.close()
-                    raise Diverged(f"training diverged: the loss became {loss.item()} at epoch {epoch + 1}, "
-                                   f"step {pos['global_step']}; lower the learning rate (--lr)")
-                if interactive and (pos["batch"] % 10 == 0 or pos["batch"] == len(batches)):
-                    means = {k: v.item() / max(1, pos["count"]) for k, v in sums.items()}
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()},
-                                    **{f"{job.unit}/s": f"{pos['count'] / max(1e-9, pos['train_seconds'] - epoch_start_seconds):.0f}"})
-                    bar.update(pos["batch"] - bar.n)
-                if time.monotonic() - last_checkpoint > settings.checkpoint_every:
-                    pos["sums"] = {k: v.item() for k, v in sums.items()}
-                    save()
-                    last_checkpoint = time.monotonic()
-            bar.close()
-            train_means = {f"train_{k}": v.item() / max(1, pos["count"]) for k, v in sums.items()}
-            epoch_seconds = pos["train_seconds"] - epoch_start_seconds
-            record = {"epoch": epoch + 1, **train_means, "lr_factor": round(lr_factor(
-                pos["train_seconds"] / settings.time_budget if total_steps is None
-                else pos["global_step"] / total_steps, settings), 6),
-                "epoch_seconds": round(epoch_seconds, 4), "train_seconds": round(pos["train_seconds"], 4),
-                f"{job.unit}_per_second": round(pos["count"] / max(1e-9, epoch_seconds), 1)}
-            if pos["count"] > 0:
-                record.update({f"val_{k}": v for k, v in job.validate(epoch + 1).items()})
-            else:
-                record = None
+            sums, budget_hit = _run_epoch(loop, batches, sigint)
+            record = _epoch_record(loop, sums, total_steps)
             if record is not None:
-                history.append(record)
+                loop.history.append(record)
                 if settings.progress:
                     print("  ".join(f"{k} {_fmt(v)}" for k, v in record.items()), file=sys.stderr, flush=True)
-            finished = budget_hit or (settings.epochs is not None and epoch + 1 >= settings.epochs) or (
+            pos = loop.pos
+            finished = budget_hit or (settings.epochs is not None and pos["epoch"] + 1 >= settings.epochs) or (
                 settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget) or (
                 record is not None and job.should_stop())
-            pos.update(epoch=epoch + 1, batch=0, sums={}, count=0)
-            epoch_generator_state = generator.get_state()
-            save(done=finished)
-            last_checkpoint = time.monotonic()
+            pos.update(epoch=pos["epoch"] + 1, batch=0, sums={}, count=0)
+            loop.epoch_generator_state = generator.get_state()
+            loop.save(done=finished)
+            loop.last_checkpoint = time.monotonic()
             if on_epoch is not None:
-                on_epoch(history)
-    return history
+                on_epoch(loop.history)
+    return loop.history
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def checkpoint_exists(checkpoint_dir: Path) -> bool:
-    return (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file()

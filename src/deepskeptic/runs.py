@@ -153,7 +153,3 @@ class Run:
 
     def write_report(self, html: str) -> None:
         atomic_write_text(self.report_path, html)
-
-
-def print_done(message: str) -> None:
-    print(message, file=sys.stdout, flush=True)
