@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from deepskeptic.checkpoint import CHECKPOINT_FILE, load_state, save_state
 from deepskeptic.errors import UserError

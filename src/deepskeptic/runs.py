@@ -17,14 +17,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-import deepskeptic
+from deepskeptic._version import __version__
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 
 def versions() -> dict[str, str]:
     import numpy
-    return {"deepskeptic": deepskeptic.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    return {"deepskeptic": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
 
 

@@ -69,7 +69,8 @@ def resolve(defaults: dict[str, Any], model_defaults: dict[str, Any], config: di
     if user.get("epochs") is not None and user.get("time_budget") is not None:
         raise UserError("give either epochs or a time budget, not both")
     settings = {**defaults, **{k: v for k, v in model_defaults.items() if k in defaults}, **user}
-    settings["model_config"] = {**defaults.get("model_config", {}), **config.get("model_config", {})}
+    settings["model_config"] = {**defaults.get("model_config", {}), **config.get("model_config", {}),
+                                **(given.get("model_config") or {})}
     if settings.get("time_budget") is not None:
         settings["epochs"] = None
     check_common(settings)
