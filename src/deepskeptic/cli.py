@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="text to explain (text tasks)")
     p.add_argument("--cells", help="LSTM units to show, comma-separated (text and forecast tasks; default: the most active)")
 
+    p = sub.add_parser("export", help="a trained network as ONNX or torch.export, checked against PyTorch")
+    p.add_argument("run")
+    p.add_argument("--format", default="onnx", help="onnx (default) or torch-export")
+    p.add_argument("--out", help="folder for the file(s) and their sidecar JSON (default RUN/export)")
+
     p = sub.add_parser("report", help="re-render report.html of a run or comparison folder")
     p.add_argument("folder")
     return parser
@@ -238,6 +243,16 @@ def cmd_translate(args) -> int:
                                                             out=args.out))
 
 
+def cmd_export(args) -> int:
+    from deepskeptic.export import describe, export_run
+    task, run = _task_of_run(args.run)
+    sidecars = export_run(task, run, format=args.format, out=args.out)
+    print(describe(sidecars))
+    out = Path(args.out) if args.out else run.path / "export"
+    print(f"sidecar(s): {', '.join(str(out / (name + '.json')) for name in sidecars)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from deepskeptic.compare import summarise, write_comparison_report
     from deepskeptic.fileio import atomic_write_json, read_json
@@ -259,7 +274,7 @@ def cmd_report(args) -> int:
 
 
 COMMANDS = {"datasets": cmd_datasets, "models": cmd_models, "train": cmd_train, "compare": cmd_compare,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain, "generate": cmd_generate, "translate": cmd_translate,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain, "generate": cmd_generate, "translate": cmd_translate, "export": cmd_export,
             "report": cmd_report}
 
 

@@ -1,7 +1,8 @@
 """The one model registry: every model of every task is created by name from here.
 
 A model is a plain ``nn.Module`` built from one small dataclass config. Registration is explicit:
-``deepskeptic.models`` imports every model module, so ``create`` never misses a model because some
+``deepskeptic/models/__init__.py`` imports every model module, and Python runs that file before any
+``deepskeptic.models.registry`` import completes, so ``create`` never misses a model because some
 module happened not to be imported (the lesson of timm's "unknown model" issues).
 """
 from __future__ import annotations
@@ -77,17 +78,14 @@ def register(task: str, name: str, config_cls: type, *, description: str, role: 
 
 def specs(task: str | None = None) -> list[ModelSpec]:
     """Every registered model (of ``task``), in registration order."""
-    _load_all()
     return [s for (t, _), s in _REGISTRY.items() if task is None or t == task]
 
 
 def names(task: str) -> list[str]:
-    _load_all()
     return [name for (t, name) in _REGISTRY if t == task]
 
 
 def spec(task: str, name: str) -> ModelSpec:
-    _load_all()
     try:
         return _REGISTRY[(task, name)]
     except KeyError:
@@ -138,7 +136,3 @@ def create(task: str, name: str, **settings) -> nn.Module:
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def _load_all() -> None:
-    import deepskeptic.models  # noqa: F401  (imports every model module explicitly)

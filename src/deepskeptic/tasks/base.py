@@ -190,6 +190,12 @@ class Task:
         run.load_weights({"model": model})
         return {"model": model.to(device).eval()}
 
+    def export_graphs(self, run: Run) -> list[Any]:
+        """The run's networks as ``deepskeptic.export.Graph`` objects: each module with what belongs
+        to it inside (normalisation, scaling, ...), real example inputs from the run's own test
+        data, input/output names and dynamic axes, and the sidecar's task-specific contents."""
+        raise UserError(f"runs of task '{self.name}' cannot be exported yet")
+
     def predictor(self, run: Run, device: torch.device | None = None) -> Predictor:
         return self.predictor_class(self, run, device)
 
