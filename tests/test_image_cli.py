@@ -22,11 +22,17 @@ from safetensors.torch import load_file
 from deepskeptic.checkpoint import load_state
 from deepskeptic.cli import main
 from deepskeptic.data.images import load_image_data
+from deepskeptic.errors import UserError
 from deepskeptic.models import registry
+from deepskeptic.runs import Run
+from deepskeptic.tasks import get_task
+from deepskeptic.tasks.common.pixels import normalise
+from deepskeptic.tasks.image.report import grad_cam
 from cli_helpers import cli, user_error
+from conftest import TIME_FIELDS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TIME_FIELDS = {"train_seconds", "epoch_seconds", "img_per_second"}
+pytestmark = pytest.mark.usefixtures("in_tmp")  # default run folders (runs/...) land in the test's folder
 METRIC_KEYS = {"test_accuracy", "test_top5_accuracy", "train_seconds", "params", "flops_per_example",
                "device", "seed", "epochs"}
 
@@ -51,11 +57,6 @@ def trained(tmp_path_factory) -> Path:
     assert main(["train", "image", "--data", "digits", "--model", "cnn", "--epochs", "3",
                  "--out", str(out), "--no-progress"]) == 0
     return out
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # default run folders (runs/...) land in the test's folder
 
 
 # ------------------------------------------------------------------ train and the run folder
@@ -162,6 +163,56 @@ def test_explain_writes_feature_maps_and_grad_cam(trained, tmp_path, capsys):
         with Image.open(tmp_path / "explain" / name) as im:
             assert im.format == "PNG" and min(im.size) > 50
     assert "predicted" in out
+
+
+def test_grad_cam_heat_map_follows_the_image_and_the_class(trained):
+    """Grad-CAM of the trained cnn on real test digits: each map spreads over [0, 1] (a constant map
+    would not), differs between digits of different classes, and changes with the class explained."""
+    predictor = get_task("image").predictor(Run.open(trained))
+    data = load_image_data("digits")
+    cams, spreads = [], []
+    for i in range(12):
+        image = data.x_test[i:i + 1]                                   # (1, 1, 8, 8) uint8
+        x = normalise(image, predictor.mean, predictor.std)
+        cam, target = grad_cam(predictor.model, x)
+        assert cam.shape == (8, 8) and 0 <= cam.min() and cam.max() == pytest.approx(1.0)
+        assert target == int(predictor.logits(image).argmax())        # the predicted class by default
+        spreads.append(cam.max() - cam.min())
+        runner_up = int(predictor.logits(image)[0].argsort()[-2])
+        other, _ = grad_cam(predictor.model, x, target=runner_up)
+        assert np.abs(cam - other).max() > 0.05                      # another class, another map
+        cams.append(cam)
+    assert min(spreads) > 0.05 and np.median(spreads) > 0.3
+    labels = data.y_test[:12].tolist()
+    gaps = [np.abs(cams[i] - cams[j]).max() for i in range(12) for j in range(i + 1, 12) if labels[i] != labels[j]]
+    assert min(gaps) > 0.02 and np.median(gaps) > 0.2
+
+
+def test_predictor_on_decoded_images_equals_predict_json(trained, tmp_path, capsys):
+    """The Python predictor on arrays and PIL images gives what `predict --json` prints for the same
+    images saved as files, whatever their size and mode."""
+    _write_digit_pngs(tmp_path / "pngs", n=3)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 13, 3), dtype=np.uint8)).save(tmp_path / "pngs" / "rgb.png")
+    Image.fromarray(rng.integers(0, 256, (11, 11, 4), dtype=np.uint8)).save(tmp_path / "pngs" / "rgba.png")
+    rc, out, err = cli(capsys, "predict", trained, tmp_path / "pngs", "--json", "--top-k", "4")
+    assert rc == 0, err
+    expected = json.loads(out)
+    paths = [r["file"] for r in expected]
+    assert [Path(p).name for p in paths] == ["digit0.png", "digit1.png", "digit2.png", "rgb.png", "rgba.png"]
+
+    predictor = get_task("image").predictor(Run.open(trained))
+    arrays = [np.asarray(Image.open(p)) for p in paths]               # (8, 8), (20, 13, 3), (11, 11, 4)
+    assert predictor.predict(arrays, names=paths, top_k=4) == expected
+    assert predictor.predict([Image.open(p) for p in paths], names=paths, top_k=4) == expected
+    x, names = predictor.read(paths)
+    assert x.dtype == torch.uint8 and x.shape == (5, 1, 8, 8) and names == paths
+    assert predictor.predict(x, names=names, top_k=4) == expected
+    digits = predictor.predict(np.stack(arrays[:3]))                   # (3, 8, 8): one array, unnamed
+    assert [r["file"] for r in digits] == ["0", "1", "2"]
+    assert [r["top"] for r in digits] == [r["top"][:3] for r in expected[:3]]
+    with pytest.raises(UserError, match="2 names for 5 images"):
+        predictor.predict(x, names=paths[:2])
 
 
 def test_report_is_rendered_again(trained, capsys):
@@ -478,7 +529,7 @@ def test_bad_use_inputs(trained, tmp_path, capsys):
 
 
 def test_non_finite_loss_exits_2_without_a_complete_run(tmp_path, capsys, monkeypatch):
-    from deepskeptic.tasks.image import ImageJob
+    from deepskeptic.tasks.image.jobs import ImageJob
     real_step = ImageJob.train_step
 
     def diverging_step(self, index, ctx):

@@ -4,7 +4,7 @@ Every loader returns uint8 tensors shaped (N, C, H, W) with H == W, and int64 la
 Splits never depend on the training seed: test and validation sets are fixed (random_state=0), so
 ``--seed`` only changes training.
 
-Pixel conversion rules (folders and ``load_image_files``):
+Pixel conversion rules (folders, ``load_image_files`` and ``convert_image``):
 - grayscale-like modes (1, L, LA, I;16*, I, F) give 1 channel; if any image in a data set is in
   another mode (RGB, RGBA, P, CMYK, ...), every image becomes 3-channel RGB.
 - transparency (RGBA, LA, PA, P with transparency) is composited on white.
@@ -350,8 +350,18 @@ def _load(path: Path, channels: int, size: int) -> np.ndarray:
         if im.format == "JPEG":
             im.draft(im.mode, (size, size))  # decode big JPEGs at a reduced scale: much faster
         im.load()
-        im = ImageOps.exif_transpose(im)
-        arr = _to_uint8(im)
+        return convert_image(ImageOps.exif_transpose(im), channels, size)
+
+
+def convert_image(im: Image.Image | np.ndarray, channels: int, size: int) -> np.ndarray:
+    """A decoded image -> (channels, size, size) uint8 with the module's conversion rules: what
+    every image file goes through after decoding, and what predictors apply to images handed to
+    them in memory. A NumPy array is read as PIL reads it (``Image.fromarray``): (H, W) uint8 is
+    mode L, (H, W, 2) LA, (H, W, 3) RGB, (H, W, 4) RGBA, uint16 I;16, int32 I, float F, bool 1;
+    a trailing axis of length 1 is dropped."""
+    if isinstance(im, np.ndarray):
+        im = Image.fromarray(im[..., 0] if im.ndim == 3 and im.shape[2] == 1 else im)
+    arr = _to_uint8(im)
     if channels == 1 and arr.ndim == 3:
         arr = np.asarray(Image.fromarray(arr, "RGB").convert("L"))  # ITU-R 601 luma
     elif channels == 3 and arr.ndim == 2:

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepskeptic.reports.html import plt
 
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> dict[str, Any]:
@@ -29,6 +28,7 @@ def classification_metrics(logits: torch.Tensor, y: torch.Tensor, classes: list[
 def confusion_figure(cm: list[list[int]], classes: list[str]):
     cm = np.asarray(cm)
     size = max(4.0, 0.45 * len(classes) + 2)
+    from deepskeptic.reports.html import plt  # matplotlib only when a figure is drawn (start-up time)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=8)
@@ -45,6 +45,7 @@ def confusion_figure(cm: list[list[int]], classes: list[str]):
 
 
 def per_class_figure(per_class: dict[str, float]):
+    from deepskeptic.reports.html import plt
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(per_class) + 1), 3))
     ax.bar(list(per_class), list(per_class.values()), color="#4a7")
     ax.set_ylim(0, 1)

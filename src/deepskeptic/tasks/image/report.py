@@ -10,6 +10,9 @@ from torch import nn
 from deepskeptic.reports.html import Report, plt
 from deepskeptic.reports.plots import learning_curves
 from deepskeptic.runs import Run
+from deepskeptic.tasks.common.classification import confusion_figure, per_class_figure
+from deepskeptic.tasks.common.pixels import normalise
+from deepskeptic.tasks.image.data import Prepared
 
 
 def _show(ax, image_chw: np.ndarray, title: str = "") -> None:
@@ -21,34 +24,6 @@ def _show(ax, image_chw: np.ndarray, title: str = "") -> None:
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=7)
-
-
-def confusion_figure(cm: list[list[int]], classes: list[str]):
-    cm = np.asarray(cm)
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if len(classes) <= 20:
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
-    fig.tight_layout()
-    return fig
-
-
-def per_class_figure(per_class: dict[str, float]):
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(per_class) + 1), 3))
-    ax.bar(list(per_class), list(per_class.values()), color="#4a7")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test accuracy")
-    ax.tick_params(axis="x", rotation=90, labelsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def confident_mistakes_figure(images: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, classes: list[str], n: int = 16):
@@ -138,17 +113,16 @@ def grad_cam_figure(image: np.ndarray, cam: np.ndarray, title: str):
     return fig
 
 
-def write_image_report(task, run: Run, prepared=None, metrics: dict[str, Any] | None = None) -> None:
-    from deepskeptic.tasks.image import normalise, predict_logits
+def write_image_report(task, run: Run, prepared: Prepared | None = None, metrics: dict[str, Any] | None = None) -> None:
+    """report.html of an image run: ``task`` is the ImageTask (its predictor and data loading)."""
     config = run.config
     metrics = metrics if metrics is not None else run.metrics
-    device = torch.device("cpu")
-    model, info = task.load_model(run, device)
+    predictor = task.predictor(run)
+    model, mean, std = predictor.model, predictor.mean, predictor.std
     if prepared is None:
         prepared = task.prepare(config["settings"])
     data = prepared.data
-    mean, std = torch.tensor(info["mean"]), torch.tensor(info["std"])
-    probs = predict_logits(model, data.x_test, mean, std, device).softmax(1)
+    probs = predictor.probabilities(data.x_test)
 
     s = config["settings"]
     report = Report(f"image · {s['model']} on {data.name}")
