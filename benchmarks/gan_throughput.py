@@ -23,8 +23,8 @@ import torch
 
 from deepskeptic.engine import StepContext
 from deepskeptic.models import registry
-from deepskeptic.tasks.cyclegan import CycleJob
-from deepskeptic.tasks.gan import GanJob
+from deepskeptic.tasks.cyclegan.jobs import CycleJob
+from deepskeptic.tasks.gan.jobs import GanJob
 
 CYCLE_SETTINGS = {"lr": 2e-4, "cycle_weight": 10.0, "identity_weight": 0.5, "jitter": True, "flip": True,
                   "pool_size": 50, "compile": False}

@@ -9,25 +9,25 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import assert_ctrl_c_resume_is_exact, cli
+from conftest import TIME_FIELDS
+
 from deepskeptic.checkpoint import load_state
 from deepskeptic.cli import main
+from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.gan import resolve_cyclegan_config
 from deepskeptic.runs import Run
-from deepskeptic.tasks import gan as gan_task
-from deepskeptic.tasks.cyclegan import ImagePool, random_crop
-
-TIME_KEYS = {"train_seconds", "epoch_seconds", "pair_per_second"}
+from deepskeptic.tasks import get_task
+from deepskeptic.tasks.common import adversarial
+from deepskeptic.tasks.common.adversarial import ImagePool
+from deepskeptic.tasks.cyclegan.jobs import CycleJob, random_crop
 
 
 @pytest.fixture(autouse=True)
-def _cache_and_threads(tmp_path_factory, monkeypatch):
+def _cache_and_threads(tmp_path_factory, monkeypatch, one_thread):
     """One judge cache for the session; one thread (16-px images: more threads only add waiting)."""
     monkeypatch.setenv("DEEPSKEPTIC_CACHE", str(tmp_path_factory.getbasetemp() / "judge-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,16 @@ def test_compare_identity_and_cyclegan_then_translate(domains, tmp_path, capsys)
     files = sorted((tmp_path / "t").glob("*.png"))
     assert len(files) == 24 and Image.open(files[0]).size == (16, 16) and Image.open(files[0]).mode == "RGB"
     assert "from discs to squares" in capsys.readouterr().out
+    predictor = get_task("cyclegan").predictor(Run(run))         # the same, in memory
+    x, names = predictor.read([str(domains[1])])
+    y = predictor.translate(x, "b2a")
+    assert y.dtype == np.uint8 and y.shape == (24, 3, 16, 16)
+    assert np.array_equal(y[0].transpose(1, 2, 0), np.asarray(Image.open(tmp_path / "t" / f"{Path(names[0]).stem}.png")))
+    assert np.array_equal(predictor.translate([Image.open(n) for n in names[:3]], "b2a"), y[:3])  # decoded as files are
+    with pytest.raises(UserError, match="a2b or b2a"):
+        predictor.translate(x, "sideways")
+    with pytest.raises(UserError, match=r"\(N, 3, 16, 16\) uint8"):
+        predictor.translate(x.float(), "a2b")
 
 
 def test_identity_loss_is_off_for_grayscale_unless_asked(tmp_path):
@@ -174,30 +184,31 @@ def test_identity_loss_is_off_for_grayscale_unless_asked(tmp_path):
         assert json.loads((out / "config.json").read_text())["settings"]["identity_weight"] == expected
 
 
-def test_resume_equals_uninterrupted(domains, tmp_path, monkeypatch):
-    extra = ("--epochs", "2", "--pool-size", "3", "--limit", "12")   # the pool fills and swaps in epoch 1
-    straight = tmp_path / "straight"
-    assert main(args(domains, straight, *extra)) == 0
+def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(domains, tmp_path, monkeypatch):
+    args_ = args(domains, tmp_path / "unused", "--epochs", "2", "--pool-size", "3", "--limit", "12")
+    i = args_.index("--out")
+    args_ = args_[:i] + args_[i + 2:]
+    # 12 pairs / batch 4 = 3 steps an epoch; the pool (3) fills in the first step and swaps after it.
+    # Ctrl-C before the 2nd step of epoch 2
+    assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args_, CycleJob, at_step=5, time_keys=TIME_FIELDS)
+    assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (tmp_path / "cut" / "model.safetensors").read_bytes()
 
-    class Stop(Exception):
-        pass
-    original = Run.write_history
 
-    def stop_after_first_epoch(self, history):
-        original(self, history)
-        if len(history) == 1:
-            raise Stop
-    monkeypatch.setattr(Run, "write_history", stop_after_first_epoch)
-    resumed = tmp_path / "resumed"
-    with pytest.raises(Stop):
-        main(args(domains, resumed, *extra))
-    monkeypatch.setattr(Run, "write_history", original)
-    assert main(["train", "--resume", str(resumed)]) == 0
-    a, b = (json.loads((p / "metrics.json").read_text()) for p in (straight, resumed))
-    assert {k: v for k, v in a.items() if k not in TIME_KEYS} == {k: v for k, v in b.items() if k not in TIME_KEYS}
-    ha, hb = ([{k: v for k, v in h.items() if k not in TIME_KEYS} for h in Run(p).history()] for p in (straight, resumed))
-    assert ha == hb and len(ha) == 2
-    assert (straight / "model.safetensors").read_bytes() == (resumed / "model.safetensors").read_bytes()
+def test_compare_run_twice_reuses_both_runs(domains, tmp_path, capsys):
+    """The identity is fitted in one step (1 epoch): a second compare with --epochs 2 reuses it
+    and the cyclegan run, training nothing."""
+    out = tmp_path / "cmp"
+    argv = ["compare", "cyclegan", "--data", f"{domains[0]}~{domains[1]}", "--epochs", "2", "--seeds", "1",
+            "--limit", "8", "--batch-size", "4", "--judge-epochs", "1", "--eval-samples", "8", "--no-progress",
+            "--out", out]
+    rc, first, _ = cli(capsys, *argv)
+    assert rc == 0 and "== identity, seed 0" in first and "== cyclegan, seed 0" in first
+    runs = [out / "identity-seed0", out / "cyclegan-seed0"]
+    before = {r: sorted((p.name, p.stat().st_mtime_ns) for p in r.rglob("*")) for r in runs}
+    rc, second, err = cli(capsys, *argv)
+    assert rc == 0, err
+    assert "==" not in second                                     # nothing trained
+    assert {r: sorted((p.name, p.stat().st_mtime_ns) for p in r.rglob("*")) for r in runs} == before
 
 
 @pytest.mark.parametrize("change, message", [
@@ -215,7 +226,7 @@ def test_bad_inputs_exit_2_with_one_line(domains, tmp_path, capsys, change, mess
 
 
 def test_a_winning_discriminator_stops_training_and_keeps_the_last_checkpoint(domains, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(gan_task, "D_WIN_LOSS", 1e9)   # every step counts as an outright win
+    monkeypatch.setattr(adversarial, "D_WIN_LOSS", 1e9)   # every step counts as an outright win
     out = tmp_path / "run"
     argv = args(domains, out, "--d-win-steps", "7")
     argv[argv.index("--epochs") + 1] = "3"             # 5 steps an epoch: the guard fires in epoch 2

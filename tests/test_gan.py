@@ -9,28 +9,28 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import assert_ctrl_c_resume_is_exact
+from conftest import TIME_FIELDS
+
 from deepskeptic.checkpoint import load_state
 from deepskeptic.cli import main
 from deepskeptic.engine import Diverged, StepContext
 from deepskeptic.models import registry
 from deepskeptic.models.gan import DCGAN_SIZES
 from deepskeptic.runs import Run
-from deepskeptic.tasks import gan as gan_task
-from deepskeptic.tasks import gan_eval
-
-TIME_KEYS = {"train_seconds", "epoch_seconds", "img_per_second"}
+from deepskeptic.tasks import get_task
+from deepskeptic.tasks.common import adversarial
+from deepskeptic.tasks.common import judge as judging
+from deepskeptic.tasks.gan.data import load_data
+from deepskeptic.tasks.gan.jobs import GanJob
 
 
 @pytest.fixture(autouse=True)
-def _cache_and_threads(tmp_path_factory, monkeypatch):
+def _cache_and_threads(tmp_path_factory, monkeypatch, one_thread):
     """One judge cache for the whole session (each tiny data set trains its judge once), and one
     thread: on 16-px images more threads only add waiting, a lot of it on a busy machine."""
     root = tmp_path_factory.getbasetemp() / "judge-cache"
     monkeypatch.setenv("DEEPSKEPTIC_CACHE", str(root))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def shapes_folder(root: Path, n: int = 24, size: int = 16) -> Path:
@@ -78,11 +78,11 @@ def test_mlp_gan_shapes_and_unsupported_dcgan_size():
         registry.create("gan", "dcgan", image_size=30)
 
 
-def _job(**overrides) -> gan_task.GanJob:
+def _job(**overrides) -> GanJob:
     settings = {"lr": 2e-4, "batch_size": 8, "objective": "ns", "d_steps": 1, "d_win_steps": 0, **overrides}
     gan = registry.create("gan", "dcgan", channels=1, image_size=8, g_width=8, d_width=8)
     x = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
-    return gan_task.GanJob(gan, x, settings, torch.device("cpu"))
+    return GanJob(gan, x, settings, torch.device("cpu"))
 
 
 def test_one_alternating_step_moves_each_network_only_with_its_own_optimizer(monkeypatch):
@@ -115,23 +115,23 @@ def test_fd_matches_closed_form_for_gaussians_and_is_zero_for_identical_sets():
     mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.0])
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()  # 5 + 1 + 1 + 0
-    assert gan_eval.fd_from_stats(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, abs=1e-9)
+    assert judging.fd_from_stats(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, abs=1e-9)
     # a full covariance against itself, shifted: only the mean term remains
     rng = np.random.default_rng(0)
     m = rng.normal(size=(4, 4))
     sigma = m @ m.T + np.eye(4)
-    assert gan_eval.fd_from_stats(mu1[:1].repeat(4), sigma, np.zeros(4), sigma) == pytest.approx(4 * mu1[0] ** 2, abs=1e-6)
+    assert judging.fd_from_stats(mu1[:1].repeat(4), sigma, np.zeros(4), sigma) == pytest.approx(4 * mu1[0] ** 2, abs=1e-6)
     f = torch.randn(300, 5, generator=torch.Generator().manual_seed(0))
-    assert gan_eval.frechet_distance(f, f) == pytest.approx(0.0, abs=1e-6)
+    assert judging.frechet_distance(f, f) == pytest.approx(0.0, abs=1e-6)
     # samples of two Gaussians come close to the closed form
     g = torch.Generator().manual_seed(1)
     x = torch.randn(20000, 2, generator=g)
     y = torch.randn(20000, 2, generator=g) * torch.tensor([2.0, 1.0]) + torch.tensor([3.0, 0.0])
-    assert gan_eval.frechet_distance(x, y) == pytest.approx(9 + 1, rel=0.05)
+    assert judging.frechet_distance(x, y) == pytest.approx(9 + 1, rel=0.05)
 
 
-def _judge(model: torch.nn.Module) -> gan_eval.Judge:
-    return gan_eval.Judge(model.eval(), torch.zeros(1), torch.ones(1), ["a", "b"], 1, 16, "-", None)
+def _judge(model: torch.nn.Module) -> judging.Judge:
+    return judging.Judge(model.eval(), torch.zeros(1), torch.ones(1), ["a", "b"], 1, 16, "-", None)
 
 
 def test_judge_features_are_the_pooled_conv_map_or_the_penultimate_layer_without_convs():
@@ -151,21 +151,20 @@ def test_judge_features_are_the_pooled_conv_map_or_the_penultimate_layer_without
 
 def test_pixel_noise_on_real_images_is_far_from_them_in_the_judges_feature_space():
     """The reason for pooled conv features: a trained judge must see texture, not only the class."""
-    from deepskeptic.tasks.gan import load_data
     data = load_data({"data": "digits", "image_size": None, "classes": None})
-    judge = gan_eval.get_judge("digits", data, {"judge": None, "judge_epochs": 5, "judge_limit": 0, "device": "cpu"})
+    judge = judging.get_judge("digits", data, {"judge": None, "judge_epochs": 5, "judge_limit": 0, "device": "cpu"})
     g = torch.Generator().manual_seed(0)
-    ref = gan_eval.real_reference(judge, data.x_train, data.x_test, 300)
+    ref = judging.real_reference(judge, data.x_train, data.x_test, 300)
     noisy = (ref.heldout.float() + 60 * torch.randn(ref.heldout.shape, generator=g)).clamp(0, 255).to(torch.uint8)
-    assert gan_eval.measure(judge, noisy, ref)["fd"] > 3 * ref.floor["fd_floor"]
+    assert judging.measure(judge, noisy, ref)["fd"] > 3 * ref.floor["fd_floor"]
 
 
 def test_precision_and_recall_of_identical_and_disjoint_sets():
     real = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
-    assert gan_eval.precision_recall(real, real.clone()) == (1.0, 1.0)
-    assert gan_eval.precision_recall(real, real + 100) == (0.0, 0.0)
+    assert judging.precision_recall(real, real.clone()) == (1.0, 1.0)
+    assert judging.precision_recall(real, real + 100) == (0.0, 0.0)
     half = torch.cat([real[:100], real[:100] + 100])  # half on the manifold, covering half of it
-    p, r = gan_eval.precision_recall(real, half)
+    p, r = judging.precision_recall(real, half)
     assert p == pytest.approx(0.5) and 0.5 <= r < 1.0
 
 
@@ -180,16 +179,16 @@ def test_non_finite_loss_and_a_winning_discriminator_stop_training(monkeypatch):
         job.train_step(batch, ctx)
     hook.remove()
     job = _job(d_win_steps=3)
-    monkeypatch.setattr(gan_task, "D_WIN_LOSS", 1e9)  # every step counts as an outright win
+    monkeypatch.setattr(adversarial, "D_WIN_LOSS", 1e9)  # every step counts as an outright win
     ctx = StepContext(torch.device("cpu"), job.optimizers, False)
     job.train_step(batch, ctx)
     job.train_step(batch, ctx)
-    with pytest.raises(gan_task.DiscriminatorWon, match="3 steps in a row"):
+    with pytest.raises(adversarial.DiscriminatorWon, match="3 steps in a row"):
         job.train_step(batch, ctx)
 
 
 def test_guard_exits_2_with_one_line_and_keeps_the_last_good_checkpoint(folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(gan_task, "D_WIN_LOSS", 1e9)
+    monkeypatch.setattr(adversarial, "D_WIN_LOSS", 1e9)
     out = tmp_path / "run"
     # 38 training images / batch 8 = 4 steps per epoch: the guard fires in epoch 2, after a checkpoint
     assert main(train_args(folder, out, "--d-win-steps", "6")) == 2
@@ -203,7 +202,10 @@ def test_guard_exits_2_with_one_line_and_keeps_the_last_good_checkpoint(folder, 
 
 def test_cli_train_report_generate_and_evaluate(folder, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(train_args(folder, out)) == 0
+    assert main(train_args(folder, out, "--fd-samples", "20")) == 0   # the old name of --eval-samples
+    assert "fd-samples is now called eval-samples" in capsys.readouterr().err
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["eval_samples"] == 20 and "fd_samples" not in settings
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("fd", "fd_floor", "fd_ratio", "precision", "recall", "class_histogram", "memorisation_ratio",
                 "train_seconds", "params", "flops_per_example", "device", "seed", "epochs"):
@@ -219,35 +221,27 @@ def test_cli_train_report_generate_and_evaluate(folder, tmp_path, capsys):
     assert main(["generate", str(out), "--n", "4", "--out", str(gen)]) == 0
     files = sorted(gen.glob("sample-*.png"))
     assert len(files) == 4 and Image.open(files[0]).size == (16, 16)
+    images = get_task("gan").predictor(Run(out)).generate(4, seed=0)   # what generate wrote, as arrays
+    assert images.dtype == np.uint8 and images.shape == (4, 1, 16, 16)
+    assert all(np.array_equal(np.asarray(Image.open(f)), image[0]) for f, image in zip(files, images))
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["fd"] == pytest.approx(metrics["fd"]) and again["fd_floor"] == pytest.approx(metrics["fd_floor"])
+    config = json.loads((out / "config.json").read_text())       # a run saved before the rename
+    config["settings"]["fd_samples"] = config["settings"].pop("eval_samples")
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out) == again
 
 
-def test_resume_equals_uninterrupted(folder, tmp_path, monkeypatch):
-    straight = tmp_path / "straight"
-    assert main(train_args(folder, straight, "--classes", "square,disc")) == 0
-
-    class Stop(Exception):
-        pass
-    original = Run.write_history
-
-    def stop_after_first_epoch(self, history):
-        original(self, history)
-        if len(history) == 1:
-            raise Stop
-    monkeypatch.setattr(Run, "write_history", stop_after_first_epoch)
-    resumed = tmp_path / "resumed"
-    with pytest.raises(Stop):
-        main(train_args(folder, resumed, "--classes", "square,disc"))
-    monkeypatch.setattr(Run, "write_history", original)
-    assert main(["train", "--resume", str(resumed)]) == 0
-    a, b = (json.loads((p / "metrics.json").read_text()) for p in (straight, resumed))
-    assert {k: v for k, v in a.items() if k not in TIME_KEYS} == {k: v for k, v in b.items() if k not in TIME_KEYS}
-    ha, hb = ([{k: v for k, v in h.items() if k not in TIME_KEYS} for h in Run(p).history()] for p in (straight, resumed))
-    assert ha == hb and len(ha) == 2
-    assert (straight / "model.safetensors").read_bytes() == (resumed / "model.safetensors").read_bytes()
+def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(folder, tmp_path, monkeypatch):
+    args = train_args(folder, tmp_path / "unused", "--classes", "square,disc")
+    i = args.index("--out")
+    args = args[:i] + args[i + 2:]
+    # 4 steps per epoch: Ctrl-C before the 2nd step of epoch 2
+    assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args, GanJob, at_step=6, time_keys=TIME_FIELDS)
+    assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (tmp_path / "cut" / "model.safetensors").read_bytes()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -275,7 +269,7 @@ def test_a_folder_without_classes_trains_and_is_judged_by_which_way_up_its_image
     out = tmp_path / "run"
     assert main(train_args(flat, out, "--judge-epochs", "8")) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics["class_histogram"]) == gan_eval.ROTATIONS and metrics["fd"] >= 0
+    assert list(metrics["class_histogram"]) == judging.ROTATIONS and metrics["fd"] >= 0
     assert metrics["judge_test_accuracy"] > 0.6       # it learned the turns (chance: 0.25)
     assert metrics["heldout_class_histogram"]["upright"] > 0.6
 

@@ -292,8 +292,6 @@ class IdentityConfig:
 class IdentityTranslator(nn.Module):
     """Translation = the input unchanged. Nothing to train; the floor of every translator."""
 
-    trainable = False
-
     def __init__(self, cfg: IdentityConfig):
         super().__init__()
         self.g_ab = nn.Identity()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 import shutil
 import sys
@@ -29,47 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepskeptic.data.subset import fixed_subset
 from deepskeptic.errors import UserError
-from deepskeptic.fileio import atomic_write_bytes
 from deepskeptic.runs import Run
+from deepskeptic.tasks.common.pixels import channel_stats, normalise
+from deepskeptic.tasks.image import ImageTask
+from deepskeptic.tasks.image.data import Prepared
+from deepskeptic.training import resolve_settings, train as train_run
 
 JUDGE_VERSION = "2"  # part of the cache key: bump when the judge recipe changes
-
-
-# ------------------------------------------------------------------------------ pixels
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, S, S) float in [-1, 1] -> uint8 in [0, 255], on the CPU."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-
-
-def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    """(N, C, S, S) uint8 -> float in [-1, 1] (the generators' tanh range)."""
-    return x_uint8.float() / 127.5 - 1
-
-
-def grid(images: torch.Tensor, cols: int = 8, pad: int = 1) -> np.ndarray:
-    """(N, C, S, S) uint8 -> one (H, W) or (H, W, 3) uint8 mosaic, ``cols`` images per row, white gaps."""
-    n, c, s, _ = images.shape
-    rows = max(1, -(-n // cols))
-    out = np.full((c, rows * (s + pad) - pad, cols * (s + pad) - pad), 255, dtype=np.uint8)
-    for i, img in enumerate(images.numpy()):
-        r, k = divmod(i, cols)
-        out[:, r * (s + pad):r * (s + pad) + s, k * (s + pad):k * (s + pad) + s] = img
-    return out[0] if c == 1 else out.transpose(1, 2, 0)
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def save_png(path: Path, array_or_images: np.ndarray | torch.Tensor, cols: int = 8) -> None:
-    """Write a mosaic (or one (H, W[, 3]) array) as a PNG, atomically."""
-    array = grid(array_or_images, cols) if isinstance(array_or_images, torch.Tensor) else array_or_images
-    atomic_write_bytes(path, png_bytes(array))
 
 
 # ------------------------------------------------------------------------------ judge
@@ -112,8 +79,7 @@ class Judge:
         feats, logits = [], []
         try:
             for start in range(0, len(x_uint8), batch_size):
-                x = x_uint8[start:start + batch_size].to(device).float() / 255
-                x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+                x = normalise(x_uint8[start:start + batch_size].to(device), self.mean, self.std)
                 logits.append(self.model(x).float().cpu())
                 f = store["f"].float()
                 feats.append((f.mean((2, 3)) if pool and f.dim() == 4 else f.flatten(1)).cpu())
@@ -141,9 +107,9 @@ def data_key(name: str, data, epochs: int, limit: int) -> str:
 
 def open_judge(path: str, channels: int, image_size: int) -> Judge:
     """An existing `image` run as judge; its images must have the given channels and size."""
-    from deepskeptic.tasks import get_task
     run = Run.open(path, task="image")
-    model, info = get_task("image").load_model(run, torch.device("cpu"))
+    model = ImageTask().load_models(run, torch.device("cpu"))["model"]
+    info = run.config["data_info"]
     if info["channels"] != channels or info["image_size"] != image_size:
         raise UserError(f"judge {path} was trained on {info['image_size']} px {info['channels']}-channel images, "
                         f"but these are {image_size} px {channels}-channel: pass a judge trained on the same "
@@ -183,17 +149,13 @@ def rotation_data(data):
 
 
 def _train_judge(name: str, data, settings: dict[str, Any], epochs: int, limit: int, target: Path) -> None:
-    from deepskeptic.tasks import get_task
-    from deepskeptic.tasks.image import Prepared
-    from deepskeptic.training import resolve_settings, train
-    task = get_task("image")
+    task = ImageTask()
     if limit and len(data.x_train) > limit:  # a fixed subset: the judge never depends on the GAN's seed
-        keep = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))[:limit]
+        keep = fixed_subset(len(data.x_train), limit)
         data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     print(f"training the judge classifier (image task, cnn, {epochs} epoch(s) on {len(data.x_train)} images); "
           f"cached in {target}", file=sys.stderr, flush=True)
-    pixels = data.x_train.float().div(255).transpose(0, 1).reshape(data.channels, -1)   # (C, N*H*W)
-    prepared = Prepared(data, pixels.mean(1).tolist(), pixels.std(1).clamp_min(1e-6).tolist())
+    prepared = Prepared(data, *channel_stats(data.x_train))
     flags = {"data": str(name), "model": "cnn", "epochs": epochs, "seed": 0, "progress": False,
              "device": settings.get("device", "auto")}
     judge_settings = resolve_settings(task, flags, None)
@@ -205,7 +167,7 @@ def _train_judge(name: str, data, settings: dict[str, Any], epochs: int, limit: 
     rng = torch.get_rng_state()  # training the judge must not move the GAN's random stream
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
-        train(task, judge_settings, prepared=prepared, out=tmp)
+        train_run(task, judge_settings, prepared=prepared, out=tmp)
     finally:
         torch.set_rng_state(rng)
         if cuda_rng is not None:

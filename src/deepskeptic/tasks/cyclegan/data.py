@@ -3,6 +3,7 @@
 Two sources: a built-in pair of classes of a built-in data set (``fashion:sneaker~ankle-boot``,
 ``digits:3~8``), or two folders of images (``--data-a DIR --data-b DIR``, or ``--data DIR_A~DIR_B``),
 any sizes, resized to one square size. Each domain keeps a fixed held-out part for measuring.
+``Prepared`` adds the judge telling the domains apart and the held-out images it measures against.
 """
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
+from deepskeptic.data.images import (GRAY_MODES, IMAGE_EXTENSIONS, ImageData, _image_files, load_image_data,
+                                     load_image_files)
+from deepskeptic.data.subset import fixed_subset
 from deepskeptic.errors import UserError, unknown_name
+from deepskeptic.tasks.common.judge import Judge, RealReference
 
 BUILTIN_SETS = {"fashion": "fashion-mnist", "fashion-mnist": "fashion-mnist", "digits": "digits"}
 DEFAULT_PAIR = "fashion:sneaker~ankle-boot"
@@ -41,6 +47,11 @@ class PairData:
         return int(self.a_train.shape[2])
 
 
+def pair_shape(pair: PairData) -> dict[str, Any]:
+    """What a cyclegan model needs to know of the images."""
+    return {"channels": pair.channels, "image_size": pair.image_size}
+
+
 def pair_spec(settings: dict[str, Any]) -> tuple[str, ...]:
     """('builtin', set, class_a, class_b) or ('folders', dir_a, dir_b) from --data or --data-a/--data-b."""
     a, b = settings.get("data_a"), settings.get("data_b")
@@ -62,10 +73,18 @@ def pair_spec(settings: dict[str, Any]) -> tuple[str, ...]:
                     f"DIR_A~DIR_B, or --data-a DIR --data-b DIR")
 
 
+@dataclass
+class Prepared:
+    pair: PairData
+    judge: Judge
+    reference_a: RealReference   # held-out A: what B -> A translations are measured against
+    reference_b: RealReference
+
+
 def _fixed_subset(x: torch.Tensor, limit: int | None) -> torch.Tensor:
     if limit is None or limit >= len(x):
         return x
-    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:limit]]
+    return x[fixed_subset(len(x), limit)]
 
 
 def load_pair(settings: dict[str, Any]) -> PairData:
@@ -82,7 +101,6 @@ def limit_pair(pair: PairData, limit: int | None) -> PairData:
 
 
 def _builtin_pair(dataset: str, class_a: str, class_b: str, size: int | None) -> PairData:
-    from deepskeptic.data.images import load_image_data
     data = load_image_data(dataset, image_size=size, val_split=0.0)
     for name in (class_a, class_b):
         if name not in data.classes:
@@ -96,9 +114,6 @@ def _builtin_pair(dataset: str, class_a: str, class_b: str, size: int | None) ->
 
 def _peek(files: list[Path]) -> tuple[bool, list[int]]:
     """(every image grayscale-like, the longer side of each image) from the headers only."""
-    from PIL import Image
-
-    from deepskeptic.data.images import GRAY_MODES
     gray, sides = True, []
     for p in files:
         try:
@@ -111,7 +126,6 @@ def _peek(files: list[Path]) -> tuple[bool, list[int]]:
 
 
 def _folder_files(folder: str) -> list[Path]:
-    from deepskeptic.data.images import IMAGE_EXTENSIONS, _image_files
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise UserError(f"domain folder '{folder}' does not exist or is not a folder: give a folder of images")
@@ -122,7 +136,6 @@ def _folder_files(folder: str) -> list[Path]:
 
 
 def _folder_pair(dir_a: str, dir_b: str, size: int | None) -> PairData:
-    from deepskeptic.data.images import load_image_files
     files_a, files_b = _folder_files(dir_a), _folder_files(dir_b)
     gray_a, sides_a = _peek(files_a)
     gray_b, sides_b = _peek(files_b)
@@ -149,9 +162,8 @@ def _holdout(x: torch.Tensor, folder: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x[order[n_test:]], x[order[:n_test]]
 
 
-def judge_data(pair: PairData):
+def judge_data(pair: PairData) -> ImageData:
     """The pair as a two-class ImageData (A = 0, B = 1) for training a domain classifier."""
-    from deepskeptic.data.images import ImageData
     x_train = torch.cat([pair.a_train, pair.b_train])
     y_train = torch.cat([torch.zeros(len(pair.a_train)), torch.ones(len(pair.b_train))]).long()
     x_test = torch.cat([pair.a_test, pair.b_test])

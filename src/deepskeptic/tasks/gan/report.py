@@ -1,28 +1,24 @@
-"""Pictures, the report and `generate` for gan runs.
+"""Pictures and the report of gan runs.
 
 The report is rendered from the run folder alone (metrics.json, history.jsonl and the PNGs that
 training wrote), so `deepskeptic report RUN` needs neither the data nor the judge.
 """
 from __future__ import annotations
 
-import argparse
-import base64
-import html
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from deepskeptic.errors import UserError
 from deepskeptic.reports.html import Report, plt
 from deepskeptic.reports.plots import learning_curves
 from deepskeptic.runs import Run
-from deepskeptic.tasks import gan_eval
-
-FIXED_NOISE_SEED = 1234  # the noise of the per-epoch grids (GanJob.fixed_noise)
+from deepskeptic.tasks.common.adversarial import save_png, to_uint8
+from deepskeptic.tasks.common.adversarial_report import epoch_strip, png_figure
+from deepskeptic.tasks.common.judge import nearest
+from deepskeptic.tasks.gan.data import Prepared
+from deepskeptic.tasks.gan.jobs import FIXED_NOISE_SEED
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -42,56 +38,21 @@ def interpolation(generator: nn.Module, latent_dim: int, device: torch.device, r
     t = torch.linspace(0, 1, steps)
     path = torch.cat([slerp(z[r, 0], z[r, 1], t) for r in range(rows)])   # (rows * steps, D)
     generator.eval()
-    return gan_eval.to_uint8(generator(path.to(device)))
+    return to_uint8(generator(path.to(device)))
 
 
-def write_pictures(run: Run, generator: nn.Module, latent_dim: int, fake: torch.Tensor, prepared,
+def write_pictures(run: Run, generator: nn.Module, latent_dim: int, fake: torch.Tensor, prepared: Prepared,
                    device: torch.device) -> None:
     """RUN/samples/final.png, RUN/interpolation.png and RUN/nearest.png (generated over nearest training)."""
     z = torch.randn(64, latent_dim, generator=torch.Generator().manual_seed(FIXED_NOISE_SEED))
     generator.eval()
     with torch.no_grad():
-        gan_eval.save_png(run.path / "samples" / "final.png", gan_eval.to_uint8(generator(z.to(device))))
-    gan_eval.save_png(run.path / "interpolation.png", interpolation(generator, latent_dim, device), cols=10)
+        save_png(run.path / "samples" / "final.png", to_uint8(generator(z.to(device))))
+    save_png(run.path / "interpolation.png", interpolation(generator, latent_dim, device), cols=10)
     shown = fake[:8]
-    index, _ = gan_eval.nearest(shown, prepared.data.x_train)
-    gan_eval.save_png(run.path / "nearest.png", torch.cat([shown, prepared.data.x_train[index]]), cols=len(shown))
+    index, _ = nearest(shown, prepared.data.x_train)
+    save_png(run.path / "nearest.png", torch.cat([shown, prepared.data.x_train[index]]), cols=len(shown))
     generator.train()
-
-
-def png_figure(report: Report, path: Path, caption: str, scale: int = 3) -> None:
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    from PIL import Image
-    with Image.open(path) as im:
-        width = im.size[0] * scale
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    report.parts.append(f'<figure><img src="{uri}" width="{min(width, 1000)}" style="image-rendering:pixelated" '
-                        f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
-
-
-def epoch_strip(run: Run, max_rows: int = 12, row: int = 0):
-    """Row ``row`` of each epoch's grid in RUN/samples/, one under the other (at most ``max_rows`` epochs)."""
-    from PIL import Image
-    files = sorted((run.path / "samples").glob("epoch-*.png"))
-    if not files:
-        return None
-    picks = sorted({round(i) for i in np.linspace(0, len(files) - 1, min(max_rows, len(files)))})
-    rows = []
-    for i in picks:
-        with Image.open(files[i]) as im:
-            a = np.asarray(im)
-        side = run.config["data_info"]["image_size"]      # square images, 1-px gaps between them
-        rows.append((int(files[i].stem.split("-")[1]), a[row * (side + 1):row * (side + 1) + side]))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.05 * len(rows)), squeeze=False)
-    for ax, (epoch, strip) in zip(axes[:, 0], rows):
-        ax.imshow(strip, cmap="gray" if strip.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(f"epoch {epoch}", rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def histogram_figure(generated: dict[str, float], real: dict[str, float]):
@@ -155,25 +116,3 @@ def write_gan_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
     report.heading("Settings")
     report.table(["setting", "value"], [[k, v] for k, v in s.items()])
     run.write_report(report.render())
-
-
-def generate(task, run: Run, args: argparse.Namespace) -> int:
-    from deepskeptic.tasks.gan import sample
-    if args.n < 1:
-        raise UserError(f"--n must be at least 1, got {args.n}")
-    device = torch.device("cpu")
-    generator, latent_dim = task.load_generator(run, device)
-    images = sample(generator, args.n, latent_dim, args.seed, device)
-    out = Path(args.out) if args.out else run.path / "generated"
-    files = []
-    for i, image in enumerate(images):
-        path = out / f"sample-{i:04d}.png"
-        gan_eval.save_png(path, image[None], cols=1)
-        files.append(str(path))
-    if args.n > 1:
-        gan_eval.save_png(out / "grid.png", images, cols=min(8, args.n))
-    if args.json:
-        print(json.dumps({"files": files, "grid": str(out / "grid.png") if args.n > 1 else None}))
-    else:
-        print(f"wrote {len(files)} image(s) to {out}" + (" (and grid.png)" if args.n > 1 else ""))
-    return 0
