@@ -113,6 +113,10 @@ class Predictor:
 
     def predict_command(self, options: PredictOptions) -> Any:
         """What `deepskeptic predict` computes: read the inputs it names, predict them."""
+        if type(self).predict is Predictor.predict:
+            extra = sorted(self.task.commands)
+            raise UserError(f"task '{self.task.name}' has no predict command"
+                            + (f"; its runs have {', '.join(extra)}" if extra else ""))
         if not options.inputs:
             raise UserError("name at least one input file or folder to predict")
         kwargs = self.predict_options(options)
