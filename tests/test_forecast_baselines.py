@@ -8,9 +8,10 @@ import torch
 
 from deepskeptic.models import registry
 from deepskeptic.models.forecast import ARIMAConfig, ETSConfig, NoSettings, ThetaConfig
-from deepskeptic.tasks.forecast import ForecastTask, plan
-from deepskeptic.tasks.forecast_baselines import backtest, choose, forecast
-from deepskeptic.tasks.forecast_eval import Split, accuracy, intervals, mase_scale
+from deepskeptic.tasks.forecast import ForecastTask
+from deepskeptic.tasks.forecast.baselines import backtest, choose, forecast
+from deepskeptic.tasks.forecast.data import plan
+from deepskeptic.tasks.forecast.eval import Split, accuracy, intervals, mase_scale
 from deepskeptic.errors import UserError
 
 
@@ -40,9 +41,9 @@ def test_metrics_by_hand():
     scale = mase_scale(np.array([1.0, 2.0, 4.0]), season=1)      # mean(|2-1|, |4-2|) = 1.5
     assert scale == 1.5
     m = accuracy(actual, predicted, np.array([scale]))
-    assert m["test_mase"] == pytest.approx(1 / 1.5)
-    assert m["test_smape"] == pytest.approx((200 / 5 + 200 / 7) / 2)
-    assert m["test_mae"] == 1 and m["test_rmse"] == 1
+    assert m["mase"] == pytest.approx(1 / 1.5)
+    assert m["smape"] == pytest.approx((200 / 5 + 200 / 7) / 2)
+    assert m["mae"] == 1 and m["rmse"] == 1
     assert m["per_step"]["mase"] == pytest.approx([1 / 1.5, 1 / 1.5], abs=1e-6)
     assert mase_scale(np.array([1.0, 5, 1, 5]), season=2) == 4       # season 2 repeats exactly -> falls back to lag 1
     assert mase_scale(np.full(5, 3.0), season=1) == 1.0              # a constant series: no division by zero
@@ -103,9 +104,9 @@ def test_every_model_is_listed_and_networks_map_windows_to_horizons():
         model = task.example_model(name, {"features": 3, "horizon": 5, "lookback": 7})
         x = torch.randn(4, 7, 3)
         assert model(x).shape == (4, 5)
-        assert not task.seed_independent(name)
+        assert not registry.spec("forecast", name).one_step
         # level-relative: an all-zero head forecasts the last value (the naive forecast)
         for p in model.parameters():
             torch.nn.init.zeros_(p)
         torch.testing.assert_close(model(x), x[:, -1, :1].expand(4, 5))
-    assert all(task.seed_independent(n) for n in ("naive", "ets", "arima", "theta"))
+    assert all(registry.spec("forecast", n).one_step for n in ("naive", "ets", "arima", "theta"))

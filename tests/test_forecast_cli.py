@@ -12,11 +12,17 @@ import pytest
 import torch
 
 from deepskeptic.cli import main
+from deepskeptic.errors import UserError
 from deepskeptic.runs import Run
-from deepskeptic.tasks.forecast_report import anchor_words
-from cli_helpers import cli, user_error
+from deepskeptic.tasks.forecast import ForecastTask
+from deepskeptic.tasks.forecast.explain import lstm_gates
+from deepskeptic.tasks.forecast.jobs import NetworkJob
+from deepskeptic.tasks.forecast.predict import load_model, prepared_for_run
+from deepskeptic.tasks.forecast.report import anchor_words
+from cli_helpers import assert_ctrl_c_resume_is_exact, cli, user_error
+from conftest import TIME_FIELDS, without_time
 
-TIME_FIELDS = {"train_seconds", "epoch_seconds", "win_per_second", "fit_per_second", "final_fit_seconds"}
+pytestmark = pytest.mark.usefixtures("in_tmp")
 SMALL = "[model]\nhidden = 8\n"  # tiny networks: the tests check behaviour, not accuracy
 
 
@@ -34,10 +40,10 @@ def write_series(path: Path, n: int = 72, shift_from: int | None = None, covaria
     return path
 
 
-def train_args(data: Path, model: str, out: Path, config: Path, epochs: int = 2) -> list[str]:
+def train_args(data: Path, model: str, out: Path | None, config: Path, epochs: int = 2) -> list[str]:
     return [str(a) for a in ["train", "forecast", "--data", data, "--target", "sales", "--model", model,
                              "--horizon", 3, "--origins", 3, "--lookback", 12, "--epochs", epochs,
-                             "--config", config, "--out", out, "--no-progress"]]
+                             "--config", config, *(["--out", out] if out else []), "--no-progress"]]
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +58,6 @@ def lstm_run(files) -> Path:
     out = files["root"] / "lstm"
     assert main(train_args(files["data"], "lstm", out, files["config"])) == 0
     return out
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 def test_train_lstm_writes_a_complete_run(lstm_run):
@@ -102,11 +103,9 @@ def test_explain_plots_gates_and_evaluate_recomputes(capsys, lstm_run, tmp_path)
     assert gates["units"] == [0, 3] and np.asarray(gates["forget"]).shape == (12, 2)
     user_error(capsys, "explain", lstm_run, "--cells", "99", match="units 0..7")
     # the gates are those of the first member's LSTM on what it sees: the target relative to its last value
-    from deepskeptic.tasks.forecast import ForecastTask
-    from deepskeptic.tasks.forecast_use import lstm_gates, prepared_for_run
-    task, run = ForecastTask(), Run.open(lstm_run)
-    _, _, last, _, _, _ = lstm_gates(task, run, None)
-    model, prepared = task.load_model(run), prepared_for_run(run, None)
+    run = Run.open(lstm_run)
+    model, prepared = load_model(run, torch.device("cpu")), prepared_for_run(run, None)
+    _, _, last, _, _, _ = lstm_gates(run, model, None)
     x = torch.from_numpy(prepared.scaled()[-12:]).float()[None]
     with torch.no_grad():
         hidden = model.members[0].rnn(model.core_input(x))[0][0]             # (L, hidden)
@@ -127,32 +126,10 @@ def test_statistical_baseline_run_and_its_forecast(capsys, files, tmp_path):
     user_error(capsys, "explain", out, match="use an lstm run")
 
 
-def _without_time(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in TIME_FIELDS}
-
-
-def test_resume_equals_uninterrupted(files, tmp_path, monkeypatch):
-    assert main(train_args(files["data"], "lstm", tmp_path / "whole", files["config"], epochs=4)) == 0
-
-    class Stop(Exception):
-        pass
-
-    original = Run.write_history
-
-    def stop_after_two_epochs(self, history):
-        original(self, history)
-        if len(history) == 2:
-            raise Stop
-
-    monkeypatch.setattr(Run, "write_history", stop_after_two_epochs)
-    with pytest.raises(Stop):
-        main(train_args(files["data"], "lstm", tmp_path / "stopped", files["config"], epochs=4))
-    monkeypatch.setattr(Run, "write_history", original)
-    assert not (tmp_path / "stopped" / "metrics.json").exists()
-    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
-    whole, resumed = Run(tmp_path / "whole"), Run(tmp_path / "stopped")
-    assert _without_time(whole.metrics) == _without_time(resumed.metrics)
-    assert [_without_time(h) for h in whole.history()] == [_without_time(h) for h in resumed.history()]
+def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(files, tmp_path, monkeypatch):
+    # 45 training windows, batches of 32: 17 steps an epoch, so step 25 is in the middle of epoch 2
+    assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, train_args(files["data"], "lstm", None, files["config"], epochs=4),
+                                  NetworkJob, at_step=25, time_keys=TIME_FIELDS)
 
 
 def test_training_stops_once_no_member_improved_for_patience_epochs(files, tmp_path, monkeypatch):
@@ -181,7 +158,7 @@ def test_training_stops_once_no_member_improved_for_patience_epochs(files, tmp_p
     monkeypatch.setattr(Run, "write_history", original)
     assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
     resumed = Run(tmp_path / "stopped")
-    assert _without_time(resumed.metrics) == _without_time(run.metrics)
+    assert without_time(resumed.metrics) == without_time(run.metrics)
     assert len(resumed.history()) == len(run.history())
 
 
@@ -194,6 +171,30 @@ def test_runs_made_before_the_changes_input_still_load(capsys, files, tmp_path):
     (out / "config.json").write_text(json.dumps(config))
     assert main(["predict", str(out), "--out", str(tmp_path / "f.csv")]) == 0
     assert len((tmp_path / "f.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_predictor_on_a_pandas_series_equals_predict_json(capsys, lstm_run, tmp_path):
+    """The Python predictor on a series in memory gives exactly what `predict --json` prints for the
+    same series written as a CSV file."""
+    import pandas as pd
+    n = 75
+    index = pd.date_range("2000-01-01", periods=n, freq="MS")
+    sales = pd.Series(60 + 0.5 * np.arange(n) + np.random.default_rng(1).normal(0, 1, n), index=index, name="sales")
+    price = pd.DataFrame({"price": 10.0 + np.arange(n) % 5}, index=index)
+    path = tmp_path / "memory.csv"
+    pd.concat([sales, price], axis=1).rename_axis("month").to_csv(path)
+    rc, out, err = cli(capsys, "predict", lstm_run, "--data", path, "--json", "--out", tmp_path / "f.csv")
+    assert rc == 0, err
+    printed = json.loads(out)
+    assert [r["time"] for r in printed] == ["2006-04", "2006-05", "2006-06"]
+    predictor = ForecastTask().predictor(Run.open(lstm_run))
+    assert predictor.predict(sales, price) == printed
+    assert predictor.predict(pd.concat([sales, price], axis=1)) == printed          # a DataFrame with both
+    steps = predictor.predict(sales.to_numpy(), price.to_numpy())                 # arrays: time in steps
+    assert [r["time"] for r in steps] == ["75", "76", "77"]
+    assert [r["forecast"] for r in steps] == [r["forecast"] for r in printed]
+    with pytest.raises(UserError, match="covariates too.*price"):
+        predictor.predict(sales)
 
 
 def test_networks_never_look_past_their_origin(files, tmp_path):

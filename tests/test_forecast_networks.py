@@ -12,9 +12,10 @@ import torch
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.forecast import anchor_forecast, smoothing_weights
-from deepskeptic.tasks.forecast import ForecastTask, fit_anchor, plan, stationary
-from deepskeptic.tasks.forecast_jobs import NetworkJob, recurrent_flops
-from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
+from deepskeptic.tasks.forecast import ForecastTask
+from deepskeptic.tasks.forecast.data import fit_anchor, plan, stationary
+from deepskeptic.tasks.forecast.eval import accuracy, backtest_scales
+from deepskeptic.tasks.forecast.jobs import NetworkJob, recurrent_flops
 
 
 @pytest.mark.parametrize("name", ["lstm", "rnn", "mlp"])
@@ -68,14 +69,15 @@ def test_long_series_default_to_two_members_unless_given(tmp_path):
     for n, given, want in ((80, {}, 8), (1200, {}, 2), (1200, {"members": 3}, 3), (80, {"members": 1}, 1)):
         task, settings, prepared = _line_prepared(tmp_path, n, {"hidden": 4, **given})
         assert (len(prepared.split.train_window_origins()) > 1000) == (n == 1200)
-        assert task.model_config("lstm", settings["model_config"], prepared).members == want
-        assert len(task.create_model("mlp", settings["model_config"], prepared).members) == want
+        shape = task.shape_of(prepared)
+        assert len(task.create_model("lstm", settings["model_config"], shape).members) == want
+        assert len(task.create_model("mlp", settings["model_config"], shape).members) == want
 
 
 def _trend_job(tmp_path: Path, keep_best: bool = True) -> NetworkJob:
     """An lstm job on y = t (no season): the naive anchor lags the trend by h+1 at step h."""
     task, settings, prepared = _line_prepared(tmp_path, 80, {"hidden": 4, "members": 2})
-    model = task.create_model("lstm", settings["model_config"], prepared)
+    model = task.create_model("lstm", settings["model_config"], task.shape_of(prepared))
     return NetworkJob(model, prepared, {**settings, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8,
                                         "keep_best": keep_best}, torch.device("cpu"))
 
@@ -87,7 +89,7 @@ def test_each_member_keeps_its_own_best_epoch_untrained_anchor_included(tmp_path
     with torch.no_grad():
         members[0].head.bias.copy_(torch.arange(1, 4) / float(p.std[0]))  # member 0: the exact trend
         members[1].head.bias.fill_(100.0)                               # member 1: far worse than its anchor
-    job.validate()                                                      # "epoch 1"
+    job.validate(1)
     assert job.restore_best() == [1, 0]
     torch.testing.assert_close(members[0].head.bias, torch.arange(1, 4) / float(p.std[0]))
     assert torch.count_nonzero(members[1].head.bias) == 0               # back to the anchor's zero head
@@ -95,13 +97,13 @@ def test_each_member_keeps_its_own_best_epoch_untrained_anchor_included(tmp_path
     actual = np.stack([p.series.values[o:o + 3] for o in origins])
     naive = p.series.values[origins - 1][:, None].repeat(3, axis=1)
     exact_and_naive = (actual + naive) / 2                               # the mean of the kept members
-    want = accuracy(actual, exact_and_naive, backtest_scales(p.series.values, origins, 1))["test_mase"]
+    want = accuracy(actual, exact_and_naive, backtest_scales(p.series.values, origins, 1))["mase"]
     assert job.best_mase == pytest.approx(want, rel=1e-4)
 
 
 def test_without_keep_best_nothing_is_kept(tmp_path):
     job = _trend_job(tmp_path, keep_best=False)
-    job.validate()
+    job.validate(1)
     assert all(best.state() == {} for best in job.best) and job.restore_best() is None
 
 
@@ -145,13 +147,13 @@ def test_anchor_is_fitted_on_the_training_windows_and_untrained_networks_forecas
         task, settings, prepared = _line_prepared(tmp_path, 240, {"hidden": 4}, values, season=4, lookback=12)
         season, alpha = fit_anchor(prepared)
         assert season == want_season and alpha_ok(alpha), (name, season, alpha)
-        model = task.create_model("rnn", settings["model_config"], prepared).eval()   # untrained: zero heads
+        model = task.create_model("rnn", settings["model_config"], task.shape_of(prepared)).eval()  # untrained: zero heads
         x = torch.from_numpy(prepared.scaled()[None, -12:]).float()
         torch.testing.assert_close(model(x), anchor_forecast(x[..., 0], season, alpha, 3))
-    given = task.model_config("lstm", {"smoothing": 0.5}, prepared)          # given: kept, season from the task
+    given = task.create_model("lstm", {"smoothing": 0.5}, task.shape_of(prepared))  # given: kept, season from the task
     assert (given.season, given.smoothing) == (4, 0.5)
     with pytest.raises(UserError, match="smoothing must be in"):
-        task.create_model("lstm", {"smoothing": 0.0}, prepared)
+        task.create_model("lstm", {"smoothing": 0.0}, task.shape_of(prepared))
 
 
 def test_networks_see_the_level_of_stationary_series_only(tmp_path):
@@ -161,9 +163,10 @@ def test_networks_see_the_level_of_stationary_series_only(tmp_path):
                          (np.ones(200), False)):
         task, settings, prepared = _line_prepared(tmp_path, 200, {"hidden": 4}, values)
         assert stationary(prepared) is want
-        assert task.model_config("mlp", {}, prepared).keep_level is want
-        assert task.model_config("mlp", {"keep_level": not want}, prepared).keep_level is (not want)  # given: kept
-        assert task.model_config("mlp", {"level_relative": False}, prepared).keep_level is False
+        shape = task.shape_of(prepared)
+        assert task.create_model("mlp", {}, shape).keep_level is want
+        assert task.create_model("mlp", {"keep_level": not want}, shape).keep_level is (not want)  # given: kept
+        assert task.create_model("mlp", {"level_relative": False}, shape).keep_level is False
 
 
 def test_cores_see_the_relative_path_the_level_and_the_changes_by_hand():

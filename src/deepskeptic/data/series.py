@@ -1,85 +1,22 @@
-"""Time series: the built-in sets from statsmodels' own files, CSV files, and their time axis.
+"""Where time series come from: the built-in sets from statsmodels' own files, CSV files
+(data/series_csv.py) and series already in memory (pandas objects or arrays).
 
-A ``Series`` is one regularly spaced target with optional past covariates. Every series that
-leaves this module is complete: no gaps, no missing values (they are errors, or filled when the
-user asks with ``fill``), strictly increasing time on one frequency grid.
+Every source returns a complete ``Series`` (data/series_base.py): no gaps, no missing values
+(they are errors, or filled when the user asks with ``fill``), strictly increasing time on one
+frequency grid.
 """
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from deepskeptic.data.series_base import Series, default_horizon, fill_missing, season_of
+from deepskeptic.data.series_csv import read_series_csv
 from deepskeptic.errors import UserError, unknown_name
-
-# Seasonal period of each pandas frequency family: the cycle a seasonal naive forecast repeats.
-SEASON_OF_FREQ = {"Y": 1, "A": 1, "Q": 4, "M": 12, "W": 52, "D": 7, "B": 5, "C": 5, "h": 24, "H": 24,
-                  "bh": 8, "min": 60, "T": 60, "s": 60, "S": 60}
-
-
-@dataclass
-class Series:
-    name: str
-    source: str                       # where it was read from
-    target: str                       # the column being forecast
-    values: np.ndarray                # (N,) float64 target
-    covariates: np.ndarray            # (N, C) float64 past covariates (C may be 0)
-    covariate_names: list[str]
-    freq: str                         # pandas offset alias, or 'step' / 'N steps' for integer time
-    season: int                       # default seasonal period
-    horizon: int                      # default forecast horizon
-    start: object                     # pandas Timestamp, or int for integer time
-    step: int = 1                     # for integer time: distance between two points
-    notes: list[str] = field(default_factory=list)  # fills and other changes made to the data
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @property
-    def is_integer_time(self) -> bool:
-        return isinstance(self.start, (int, np.integer))
-
-    def time_labels(self, start: int = 0, stop: int | None = None) -> list[str]:
-        """Labels of the points start..stop-1; indices past the end are future points."""
-        stop = len(self) if stop is None else stop
-        if self.is_integer_time:
-            return [str(self.start + i * self.step) for i in range(start, stop)]
-        import pandas as pd
-        index = pd.date_range(self.start, periods=stop, freq=self.freq)[start:stop]
-        return [format_time(t, self.freq) for t in index]
-
-
-def format_time(t, freq: str) -> str:
-    base = freq_family(freq)
-    if base in ("Y", "A"):
-        return f"{t.year}"
-    if base in ("Q", "M"):
-        return f"{t.year}-{t.month:02d}"
-    if t.hour == t.minute == t.second == 0:
-        return t.strftime("%Y-%m-%d")
-    return t.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def freq_family(freq: str) -> str:
-    """'MS' -> 'M', 'W-SAT' -> 'W', 'QS-OCT' -> 'Q', '2h' -> 'h': the key of SEASON_OF_FREQ."""
-    code = freq.split("-")[0].lstrip("0123456789")
-    for key in sorted(SEASON_OF_FREQ, key=len, reverse=True):
-        if code == key or (len(code) > len(key) and code.startswith(key) and code[len(key):] in ("S", "E", "BS", "BE")):
-            return key
-    return code
-
-
-def season_of(freq: str) -> int:
-    return SEASON_OF_FREQ.get(freq_family(freq), 1)
-
-
-def default_horizon(season: int) -> int:
-    """A full seasonal cycle when it is short, else 8 steps (yearly data, weekly, long cycles)."""
-    return season if 2 <= season <= 24 else 8
-
 
 # ------------------------------------------------------------------ built-in sets
 
@@ -160,15 +97,6 @@ def series_datasets() -> list[dict]:
             for name, b in BUILTINS.items()]
 
 
-def fill_missing(values: np.ndarray, how: str) -> np.ndarray:
-    """Fill NaNs in a (N,) or (N, C) array by linear interpolation or carrying the last value
-    forward; leading NaNs take the first known value in both cases."""
-    import pandas as pd
-    frame = pd.DataFrame(values.reshape(len(values), -1))
-    frame = frame.interpolate(method="linear", limit_direction="forward") if how == "interpolate" else frame.ffill()
-    return frame.bfill().to_numpy(float).reshape(values.shape)
-
-
 def load_builtin(name: str, fill: str | None) -> Series:
     b = BUILTINS[name]
     values, start, freq, target = b.load()
@@ -198,8 +126,145 @@ def load_series(data: str, *, target: str | None = None, time_col: str | None = 
         return load_builtin(data, fill)
     path = Path(data)
     if path.is_file():
-        from deepskeptic.data.series_csv import read_series_csv
         return read_series_csv(path, target=target, time_col=time_col, freq=freq, fill=fill, covariates=covariates)
     if path.suffix.lower() in (".csv", ".txt", ".tsv") or "/" in data:
         raise UserError(f"file {data} does not exist; give a CSV file or a built-in set ({', '.join(BUILTINS)})")
     raise unknown_name("time-series data set", data, BUILTINS, hint=" (or a path to a CSV file)")
+
+
+# ------------------------------------------------------------------ series in memory
+
+def in_memory_series(data: Any, covariates: Any = None, *, target: str | None = None,
+                     covariate_names: list[str] | None = None, fill: str | None = None) -> Series:
+    """A ``Series`` from data already in memory; raises UserError on anything wrong.
+
+    ``data`` is a pandas Series (its index the time axis), a pandas DataFrame (the ``target``
+    column, or its only column, and the ``covariate_names`` columns; its index the time axis) or
+    a 1-d array-like (time: steps 0, 1, ...). ``covariates`` go with a pandas Series or an array:
+    an (N, C) array, or a DataFrame whose ``covariate_names`` columns are taken. ``covariate_names``
+    are the covariates the caller expects (None: whatever is given). A time axis is dates on one
+    frequency (a DatetimeIndex or PeriodIndex) or whole numbers one fixed step apart; missing
+    values (NaN) are errors, or filled with ``fill`` (interpolate or ffill) as in a CSV file."""
+    import pandas as pd
+    if fill not in (None, "interpolate", "ffill"):
+        raise UserError(f"fill must be interpolate or ffill, got {fill!r}")
+    index, name = None, target or "series"
+    if isinstance(data, pd.DataFrame):
+        if covariates is not None:
+            raise UserError("give the covariates as columns of the DataFrame, not separately")
+        columns = [str(c) for c in data.columns]
+        frame = data.set_axis(columns, axis=1)
+        if target not in columns:
+            if len(columns) != 1 or covariate_names:
+                raise UserError(f"the DataFrame has no target column {target!r}: its columns are {', '.join(columns)}")
+            target = columns[0]
+        values, index, name = frame[target], frame.index, target
+        covariates = frame.drop(columns=target)
+    elif isinstance(data, pd.Series):
+        values, index = data, data.index
+        name = target or (str(data.name) if data.name is not None else name)
+    else:
+        values = data
+    values = _numbers(values, "the series")
+    if values.ndim != 1:
+        raise UserError(f"the series must be one-dimensional (one value per time step), got shape {values.shape}")
+    if len(values) < 3:
+        raise UserError(f"the series has {len(values)} value(s); a series needs many more")
+    cov, names = _memory_covariates(covariates, len(values), covariate_names)
+    full = np.column_stack([values, cov])                                    # (N, 1 + C)
+    notes: list[str] = []
+    if index is None:
+        start, step, freq = 0, 1, "step"
+    else:
+        order, start, step, freq = _memory_time_axis(index)
+        if (order != np.arange(len(order))).any():
+            notes.append("rows were not in time order; sorted by time")
+            full = full[order]
+    if np.isinf(full).any():
+        raise UserError("the series has infinite values; give finite numbers")
+    missing = int(np.isnan(full).sum())
+    if missing:
+        if fill is None:
+            raise UserError(f"the series has {missing} missing value(s) (NaN); fill them first, or give "
+                            f"fill='interpolate' or 'ffill'")
+        full = fill_missing(full, fill)
+        notes.append(f"filled ({fill}): {missing} missing value(s)")
+    season = 1 if freq == "step" else season_of(freq)
+    return Series(name=name, source="memory", target=target or name, values=full[:, 0], covariates=full[:, 1:],
+                  covariate_names=names, freq=freq, season=season, horizon=default_horizon(season),
+                  start=start, step=step, notes=notes)
+
+
+def _numbers(values: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must hold numbers") from None
+
+
+def _memory_covariates(covariates: Any, n: int, expected: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """(N, C) covariates and their names; UserError when they are not the ``expected`` ones."""
+    import pandas as pd
+    if covariates is None or (isinstance(covariates, pd.DataFrame) and covariates.shape[1] == 0 and not expected):
+        if expected:
+            raise UserError(f"give the past covariates too ({', '.join(expected)}): one column each, "
+                            f"a value per time step")
+        return np.zeros((n, 0)), []
+    if isinstance(covariates, pd.DataFrame):
+        columns = [str(c) for c in covariates.columns]
+        names = list(expected) if expected is not None else columns
+        absent = [c for c in names if c not in columns]
+        if absent:
+            raise UserError(f"no covariate column {absent[0]!r} among {', '.join(columns) or 'none'}; "
+                            f"give data with the columns {', '.join(names)}")
+        cov = _numbers(covariates.set_axis(columns, axis=1)[names], "the covariates")
+    else:
+        cov = _numbers(covariates, "the covariates")
+        cov = cov[:, None] if cov.ndim == 1 else cov
+        if cov.ndim != 2:
+            raise UserError(f"covariates must be (N, C): a column per covariate, got shape {cov.shape}")
+        names = list(expected) if expected is not None else [f"covariate {i + 1}" for i in range(cov.shape[1])]
+        if cov.shape[1] != len(names):
+            raise UserError(f"the covariates have {cov.shape[1]} column(s) but {len(names)} are expected "
+                            f"({', '.join(names) or 'none'})")
+    if len(cov) != n:
+        raise UserError(f"the covariates have {len(cov)} rows but the series has {n} values; give one row per time step")
+    return cov, names
+
+
+def _memory_time_axis(index) -> tuple[np.ndarray, Any, int, str]:
+    """(the order that sorts the rows by time, start, step, frequency) of a pandas index."""
+    import pandas as pd
+    if isinstance(index, pd.PeriodIndex):
+        index = index.to_timestamp()
+    if isinstance(index, pd.DatetimeIndex):
+        if index.tz is not None:
+            index = index.tz_convert(None)
+        order = np.argsort(index.asi8, kind="stable")
+        times = index if index.is_monotonic_increasing else index[order]  # (sorting drops the freq)
+        if times.has_duplicates:
+            raise UserError(f"the series has duplicate timestamps ({times[times.duplicated()][0]}); keep one per time step")
+        freq = times.freqstr if times.freq is not None else None
+        if freq is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    freq = pd.infer_freq(times)
+                except (TypeError, ValueError):
+                    freq = None
+            freq = getattr(freq, "freqstr", freq)   # pandas may return an offset instead of its name
+        if freq is None or not pd.date_range(times[0], periods=len(times), freq=freq).equals(times):
+            raise UserError("the series' dates are not one frequency apart (gaps or irregular steps); fill the "
+                            "gaps first, or give an index like pd.date_range(start, periods=n, freq='MS')")
+        return order, times[0], 1, freq
+    if pd.api.types.is_integer_dtype(index):
+        order = np.argsort(np.asarray(index), kind="stable")
+        times = np.asarray(index, dtype=np.int64)[order]
+        diffs = np.diff(times)
+        if (diffs == 0).any():
+            raise UserError(f"the series has duplicate time steps ({times[1:][diffs == 0][0]}); keep one per step")
+        step = int(np.gcd.reduce(diffs))
+        if (diffs != step).any():
+            raise UserError(f"the series' time steps are not {step} apart everywhere (gaps); fill the gaps first")
+        return order, int(times[0]), step, "step"
+    raise UserError(f"the series' index must be dates or whole numbers, got {index.dtype}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepskeptic.data.series import (Series, default_horizon, fill_missing, format_time, season_of)
+from deepskeptic.data.series_base import Series, default_horizon, fill_missing, format_time, season_of
 from deepskeptic.errors import UserError
 
 MISSING = {"", "na", "nan", "null", "none", "n/a", "#n/a", "missing", "."}

@@ -59,8 +59,8 @@ def mase_scale(history: np.ndarray, season: int) -> float:
 def accuracy(actual: np.ndarray, forecast: np.ndarray, scales: np.ndarray) -> dict:
     """Metrics of (K, H) forecasts against (K, H) actuals; ``scales`` (K,) the MASE denominators.
 
-    Returns overall test_mase, test_smape (percent), test_mae, test_rmse and ``per_step``: each
-    metric per step of the horizon (lists of H numbers)."""
+    Returns overall mase, smape (percent), mae, rmse (bare names: the caller adds ``test_`` or
+    ``val_``) and ``per_step``: each metric per step of the horizon (lists of H numbers)."""
     error = actual - forecast                                          # (K, H)
     absolute = np.abs(error)
     denominator = np.abs(actual) + np.abs(forecast)
@@ -68,8 +68,8 @@ def accuracy(actual: np.ndarray, forecast: np.ndarray, scales: np.ndarray) -> di
     scaled = absolute / scales[:, None]
     per_step = {"mase": scaled.mean(0), "smape": smape.mean(0), "mae": absolute.mean(0),
                 "rmse": np.sqrt((error ** 2).mean(0))}
-    return {"test_mase": float(scaled.mean()), "test_smape": float(smape.mean()), "test_mae": float(absolute.mean()),
-            "test_rmse": float(np.sqrt((error ** 2).mean())),
+    return {"mase": float(scaled.mean()), "smape": float(smape.mean()), "mae": float(absolute.mean()),
+            "rmse": float(np.sqrt((error ** 2).mean())),
             "per_step": {k: [round(float(x), 6) for x in v] for k, v in per_step.items()}}
 
 

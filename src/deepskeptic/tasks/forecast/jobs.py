@@ -1,10 +1,11 @@
-"""The engine jobs of the forecast task: a network trained on windows, a statistical baseline
-fitted in one step, and the window and forecasting helpers both the task and its use share."""
+"""The engine jobs of the forecast task: a network trained on windows and a statistical baseline
+fitted in one step; the networks' forecasts at given origins, which training, predict and
+evaluate share; and the networks' FLOPs."""
 from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,27 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepskeptic.engine import BestWeights, Job, StepContext
-from deepskeptic.threads import one_thread
 from deepskeptic.models.forecast import StatisticalForecaster, member_span
-from deepskeptic.tasks.forecast_eval import accuracy, backtest_scales
-
-if TYPE_CHECKING:
-    from deepskeptic.tasks.forecast import Prepared
+from deepskeptic.tasks.common.optim import adamw
+from deepskeptic.tasks.forecast.baselines import backtest
+from deepskeptic.tasks.forecast.data import Prepared, windows
+from deepskeptic.tasks.forecast.eval import accuracy, backtest_scales
+from deepskeptic.threads import one_thread
 
 # An epoch is 16 to 32 optimizer steps whatever the series' length, so that the default epochs mean
 # similar work on a 100-point and a 2,000-point series: short series repeat their windows within
 # an epoch, long ones see a fresh random subset of them in each.
 MIN_STEPS_PER_EPOCH = 16
 MAX_STEPS_PER_EPOCH = 32
-
-
-def windows(z: np.ndarray, origins: np.ndarray, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (W, L, F) = z[t-L:t] and targets (W, H) = z[t:t+H, 0] for each origin t."""
-    idx = origins[:, None] + np.arange(-lookback, 0)[None, :]             # (W, L)
-    x = torch.from_numpy(z[idx]).float()
-    tgt = origins[:, None] + np.arange(horizon)[None, :]                   # (W, H)
-    y = torch.from_numpy(z[np.minimum(tgt, len(z) - 1), 0]).float()
-    return x, y
 
 
 @torch.no_grad()
@@ -42,10 +34,11 @@ def network_forecasts(model: nn.Module, prepared: Prepared, origins: np.ndarray,
     ((M, K, H), one per ensemble member, with ``members``)."""
     z = ((prepared.features() if features is None else features) - prepared.mean) / prepared.std
     x, _ = windows(z, origins, prepared.lookback, prepared.horizon)
+    was_training = model.training
     model.eval()
     with one_thread():
         out = (model.member_forecasts if members else model)(x.to(device)).float().cpu().numpy()
-    model.train()
+    model.train(was_training)  # a trained run's model stays in eval mode
     return out * prepared.std[0] + prepared.mean[0]
 
 
@@ -55,8 +48,7 @@ class NetworkJob(Job):
     def __init__(self, model: nn.Module, prepared: Prepared, settings: dict[str, Any], device: torch.device):
         self.model, self.prepared, self.device = model, prepared, device
         self.modules = {"model": model}
-        self.optimizers = {"main": torch.optim.AdamW(model.parameters(), lr=settings["lr"],
-                                                     weight_decay=settings["weight_decay"])}
+        self.optimizers = {"main": adamw(model, settings["lr"], settings["weight_decay"])}
         split = prepared.split
         z = prepared.scaled()
         self.x, self.y = (t.to(device) for t in windows(z, split.train_window_origins(), split.lookback, split.horizon))
@@ -66,8 +58,8 @@ class NetworkJob(Job):
         self.best = [BestWeights(core, settings.get("keep_best", True)) for core in model.members]
         self.best_mase: float | None = None   # the kept ensemble's validation MASE, set by restore_best
         self.patience = settings.get("patience") or 0
-        self.epochs_seen = -1
-        self.validate()  # epoch 0, the untrained network (the (seasonal) naive forecast): a candidate too
+        self.epoch = 0        # the epoch last validated (should_stop counts from it)
+        self.validate(0)      # the untrained network (the (seasonal) naive forecast): a candidate too
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
         n = len(self.x)
@@ -95,22 +87,22 @@ class NetworkJob(Job):
         """Validation MASE of the ensemble's forecast; with keep_best also of each member, each of
         which keeps the weights of its own best epoch (epoch 0, the untrained anchor, included):
         a member that overfits fast stops early while another goes on learning."""
+        self.epoch = epoch
         if len(self.val_origins) == 0:
             return {}
         members, actual, scales = self._validation()
         forecast = np.median(members, axis=0)
-        self.epochs_seen += 1
         for k, best in enumerate(self.best):
-            best.offer(accuracy(actual, members[k], scales)["test_mase"], self.epochs_seen)
+            best.offer(accuracy(actual, members[k], scales)["mase"], epoch)
         return {"loss": float(np.mean(np.abs(actual - forecast)) / self.prepared.std[0]),
-                "mase": accuracy(actual, forecast, scales)["test_mase"]}
+                "mase": accuracy(actual, forecast, scales)["mase"]}
 
     def should_stop(self) -> bool:
         """Early stopping: no member has improved its validation MASE for ``patience`` epochs (the
         best epochs of these short series come early, so the rest of the schedule would be spent
         on weights nobody keeps)."""
         return bool(self.patience) and all(best.score is not None for best in self.best) and \
-            min(best.epochs_since_best(self.epochs_seen) for best in self.best) >= self.patience
+            min(best.epochs_since_best(self.epoch) for best in self.best) >= self.patience
 
     def restore_best(self) -> list[int] | None:
         """Load each member's weights of its epoch with the best validation MASE; returns those
@@ -119,16 +111,15 @@ class NetworkJob(Job):
         if None in epochs:
             return None
         members, actual, scales = self._validation()
-        self.best_mase = accuracy(actual, np.median(members, axis=0), scales)["test_mase"]
+        self.best_mase = accuracy(actual, np.median(members, axis=0), scales)["mase"]
         return epochs
 
     def extra_state(self) -> dict[str, Any]:
-        return {"best": [best.state() for best in self.best], "epochs_seen": self.epochs_seen}
+        return {"best": [best.state() for best in self.best]}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for best, kept in zip(self.best, state["best"]):
             best.load(kept, self.device)
-        self.epochs_seen = state["epochs_seen"]
 
 
 class StatisticalJob(Job):
@@ -145,7 +136,6 @@ class StatisticalJob(Job):
         return ["fit"]
 
     def train_step(self, batch: Any, ctx: StepContext):
-        from deepskeptic.tasks.forecast_baselines import backtest
         p = self.prepared
         self.forecasts, self.form = backtest(self.module.method, self.module.config, p.series.values,
                                              p.split.test_origins(), p.horizon, p.season)

@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("naive", "seasonal-naive", "drift", "ets", "arima", "theta")
-
 
 def seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """y[n - m + (h - 1) mod m] for h = 1..H: the last observed season repeated."""

@@ -1,0 +1,140 @@
+"""The forecast task's data: the series cut into training windows, validation and test origins
+(``plan``), the scaler fitted on the training span (``Prepared``), and what the level-relative
+networks' defaults are fitted from: their anchor (``fit_anchor``) and whether the training span
+is stationary (``stationary``)."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepskeptic.data.series import Series, load_series
+from deepskeptic.errors import UserError
+from deepskeptic.models.forecast import anchor_forecast
+from deepskeptic.settings import positive_int
+from deepskeptic.tasks.forecast.eval import Split
+
+MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
+DEFAULT_ORIGINS = 12    # backtest origins when --origins is not given
+
+
+@dataclass
+class Prepared:
+    series: Series
+    horizon: int
+    lookback: int
+    season: int
+    split: Split | None       # None for a finished run's series (predict, explain)
+    mean: np.ndarray          # (F,) per feature, over values[:split.train_end]
+    std: np.ndarray
+    cache: dict = field(default_factory=dict)
+
+    def features(self) -> np.ndarray:
+        """(N, F) target then covariates, unscaled."""
+        return np.column_stack([self.series.values, self.series.covariates])
+
+    def scaled(self) -> np.ndarray:
+        return (self.features() - self.mean) / self.std
+
+
+def windows(z: np.ndarray, origins: np.ndarray, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (W, L, F) = z[t-L:t] and targets (W, H) = z[t:t+H, 0] for each origin t."""
+    idx = origins[:, None] + np.arange(-lookback, 0)[None, :]             # (W, L)
+    x = torch.from_numpy(z[idx]).float()
+    tgt = origins[:, None] + np.arange(horizon)[None, :]                   # (W, H)
+    y = torch.from_numpy(z[np.minimum(tgt, len(z) - 1), 0]).float()
+    return x, y
+
+
+def prepare(settings: dict[str, Any]) -> Prepared:
+    """The series of ``settings`` cut for the backtest, with the scaler of its training span;
+    UserError on anything wrong before training starts."""
+    for key in ("horizon", "lookback", "season", "origins"):
+        positive_int(settings, key)
+    for key in ("val_origins", "patience"):
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise UserError(f"--{key.replace('_', '-')} must be a whole number >= 0, got {value!r}")
+    series = load_series(str(settings["data"]), target=settings.get("target"), time_col=settings.get("time_col"),
+                         freq=settings.get("freq"), fill=settings.get("fill"),
+                         covariates=settings.get("covariates", "all"))
+    horizon = settings.get("horizon") or series.horizon
+    season = settings.get("season") or series.season
+    split = plan(len(series), horizon, season, settings.get("origins") or DEFAULT_ORIGINS, settings.get("lookback"),
+                 settings.get("val_origins"), series.name)
+    train = np.column_stack([series.values, series.covariates])[:split.train_end]
+    std = train.std(0)
+    return Prepared(series, horizon, split.lookback, season, split, train.mean(0), np.where(std > 0, std, 1.0))
+
+
+def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
+         val_origins: int | None, name: str) -> Split:
+    """Cut a series of n points; UserError when it is too short for the asked geometry."""
+    if season >= n:
+        raise UserError(f"--season {season} is not shorter than the series {name} ({n} points); give a smaller --season")
+    if val_origins is None:  # a tenth of what precedes the test origins: early stopping on a year of a
+        # monthly series picks the epoch that suits that year's weather, on six years one that generalises
+        val_origins = max(1, (n - horizon - origins + 1 - 2 * horizon) // 10)
+    first_test = n - horizon - origins + 1
+    train_end = first_test - (horizon + val_origins - 1 if val_origins else 0)
+    room = train_end - horizon  # the most any lookback can be while leaving one training window
+    if lookback is None:  # two seasons or two horizons (one season and a horizon for long seasons),
+        # and at most half of the training span
+        lookback = min(max(2 * season, 2 * horizon, 4), max(season + horizon, 60))
+        lookback = max(1, min(lookback, room // 2))
+    split = Split(n, horizon, lookback, origins, val_origins)
+    count = len(split.train_window_origins())
+    if count < MIN_TRAIN_WINDOWS or first_test < 3:
+        need = lookback + 2 * horizon + val_origins + origins + MIN_TRAIN_WINDOWS - 2
+        raise UserError(f"series {name} has {n} points, too short for --horizon {horizon}, --lookback {lookback}, "
+                        f"{origins} backtest origin(s) and {val_origins} validation origin(s) (needs at least {need}); "
+                        f"lower --horizon, --lookback or --origins")
+    return split
+
+
+# The anchor's exponential smoothing alphas tried on the training windows, simplest (no smoothing) first
+ANCHOR_ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+
+
+def fit_anchor(prepared: Prepared) -> tuple[int, float]:
+    """The (season, smoothing) of the networks' anchor with the lowest mean absolute error on the
+    training windows: the seasonal naive forecast (when the season fits in the lookback), or the
+    window's level exponentially smoothed with one of ANCHOR_ALPHAS (1: the last value); ties keep
+    the earlier, simpler one. Fitted on the windows the networks train on, so the untrained network
+    is the best of these simple forecasts there: the seasonal naive one on a seasonal series, a
+    smoothed level on a noisy one (the Nile), the last value on a seasonally adjusted random walk
+    (GDP). The seasonal anchor is not smoothed: a window holds two or three seasons, too few for
+    the smoothing to average out more than it blurs (on elnino it fitted the training windows
+    better and then lost on validation)."""
+    if "anchor" not in prepared.cache:
+        split = prepared.split
+        x, y = windows(prepared.scaled(), split.train_window_origins(), split.lookback, split.horizon)
+        candidates = [(prepared.season, 1.0)] if 1 < prepared.season <= split.lookback else []
+        candidates += [(1, alpha) for alpha in ANCHOR_ALPHAS]
+        errors = {key: float((anchor_forecast(x[..., 0], *key, split.horizon) - y).abs().mean()) for key in candidates}
+        best = min(errors.values())
+        prepared.cache["anchor"] = next(key for key, error in errors.items() if error <= best * (1 + 1e-9))
+    return prepared.cache["anchor"]
+
+
+def stationary(prepared: Prepared, level: float = 0.05) -> bool:
+    """Whether the augmented Dickey-Fuller test (statsmodels, lags by AIC) rejects a unit root in
+    the training span's target at ``level``. On a series that returns to its mean (river flow,
+    sunspots, sea temperature, unemployment) the absolute level says where it is heading, so the
+    networks see it besides the target relative to its last value (keep_level); on a random walk
+    or a trend (GDP, CO2) the level leaves the training range and only misleads them."""
+    if "stationary" not in prepared.cache:
+        from statsmodels.tsa.stattools import adfuller  # heavy: imported when first needed
+        values = prepared.series.values[:prepared.split.train_end]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                # a constant or a straight line (changes that never vary) is not mean-reverting
+                p_value = float(adfuller(values, autolag="AIC")[1]) if np.ptp(np.diff(values)) > 1e-12 else 1.0
+            except (ValueError, np.linalg.LinAlgError):  # too short for the test's regression
+                p_value = 1.0
+        prepared.cache["stationary"] = p_value < level
+    return prepared.cache["stationary"]
