@@ -9,8 +9,9 @@ as the simplest forecast, not as noise (see WindowForecaster).
 
 The statistical baselines (naive, seasonal-naive, drift, ets, arima, theta) are not networks: each
 is registered with its own small config and built as a ``StatisticalForecaster`` — a module without
-parameters that only carries the config. The forecast task recognises it and fits the method with
-statsmodels at every backtest origin (tasks/forecast_baselines.py) instead of training it.
+parameters that only carries the config, registered with ``one_step=True``. The forecast task fits
+the method with statsmodels at every backtest origin (tasks/forecast/baselines.py) instead of
+training it.
 """
 from __future__ import annotations
 
