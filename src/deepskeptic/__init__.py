@@ -10,16 +10,8 @@ The Python API (the command line is a thin layer over the same calls)::
 """
 from deepskeptic._version import __version__
 from deepskeptic.errors import UserError
-
-_API = ("train", "compare", "load", "resume", "Run", "Comparison")
-
-
-def __getattr__(name: str):
-    """The API's names, imported on first use: ``import deepskeptic`` alone stays light (no torch,
-    no task modules), and the command line does not pay for what it does not use."""
-    if name in _API:
-        from deepskeptic import api
-        return getattr(api, name)
-    raise AttributeError(f"module 'deepskeptic' has no attribute {name!r}")
+# Imported eagerly: the function ``compare`` must win over the submodule ``deepskeptic.compare``,
+# which Python would otherwise bind to the same attribute when it is first imported.
+from deepskeptic.api import Comparison, Run, compare, load, resume, train
 
 __all__ = ["__version__", "train", "compare", "load", "resume", "Run", "Comparison", "UserError"]
