@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from deepskeptic.compare import run_comparison  # noqa: E402
 from deepskeptic.data import spoken  # noqa: E402
-from deepskeptic.data.audio import FeatureSettings, features_of_files, load_audio, log_mel, single_thread  # noqa: E402
+from deepskeptic.data.audio import FeatureSettings, features_of_files, load_audio, log_mel  # noqa: E402
 from deepskeptic.data.audio_sets import read_utterances  # noqa: E402
 from deepskeptic.fileio import atomic_write_json  # noqa: E402
 from deepskeptic.tasks import get_task  # noqa: E402
+from deepskeptic.threads import one_thread  # noqa: E402
 
 
 def features(n_files: int = 500) -> dict:
@@ -39,7 +40,7 @@ def features(n_files: int = 500) -> dict:
     _, seconds = features_of_files(paths, FeatureSettings())
     total = time.perf_counter() - start
     samples = [load_audio(p) for p in paths]
-    with single_thread():
+    with one_thread():
         start = time.perf_counter()
         for s in samples:
             log_mel(s)

@@ -13,25 +13,19 @@ import torch
 from scipy.signal import chirp
 
 from deepskeptic.data import spoken
-from deepskeptic.data.audio import FeatureSettings, load_audio, log_mel
+from deepskeptic.data.audio import (FeatureSettings, features_of_files, features_of_waveforms, load_audio, log_mel,
+                                    waveform_samples)
 from deepskeptic.data.audio_sets import load_speech_data, read_manifest
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
-from deepskeptic.tasks.speech import spec_augment
-from deepskeptic.tasks.speech_text import (beam_decode, cer, check_vocabulary, edit_distance, greedy_decode,
-                                           wer)
+from deepskeptic.tasks.speech.jobs import spec_augment
+from deepskeptic.tasks.speech.text import (SYMBOLS, VOCAB_SIZE, beam_decode, cer, check_vocabulary, edit_distance,
+                                           greedy_decode, wer)
+from conftest import tiny_speech_spec
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-TINY = spoken.SpokenSpec("tiny", words=("zero", "one", "two"), takes=2, voices=("f3", "m3", "klatt", "Alicia"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids thread-pool hand-offs that dominate on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = tiny_speech_spec()
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds waiting
 
 
 def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
@@ -101,6 +95,25 @@ def test_bad_audio_files_are_named(tmp_path):
         load_audio(tmp_path / "text.wav")
     with pytest.raises(UserError, match="does not exist"):
         load_audio(tmp_path / "missing.flac")
+
+
+def test_waveform_in_memory_goes_the_way_of_its_file(tmp_path):
+    rate = 22050
+    x = _tone(300.0, 0.4, rate)
+    sf.write(tmp_path / "stereo.wav", np.stack([x, 0.25 * x], axis=1), rate, subtype="FLOAT")
+    samples, file_rate = sf.read(tmp_path / "stereo.wav", dtype="float32")       # (S, 2), 22050
+    assert np.array_equal(waveform_samples(samples, file_rate), load_audio(tmp_path / "stereo.wav"))
+    (from_memory,) = features_of_waveforms([(samples, file_rate)], FeatureSettings(n_mels=24))
+    (from_file,), _ = features_of_files([tmp_path / "stereo.wav"], FeatureSettings(n_mels=24))
+    assert torch.equal(from_memory, from_file)
+    with pytest.raises(UserError, match=r"waveform 0 has int16 samples: give floats"):
+        features_of_waveforms([((x * 3000).astype(np.int16), rate)])
+    with pytest.raises(UserError, match=r"waveform 'quiet' is empty \(0 samples\)"):
+        features_of_waveforms([(np.zeros(0, np.float32), rate)], names=["quiet"])
+    with pytest.raises(UserError, match="holds NaN or infinite samples"):
+        waveform_samples(np.full(100, np.nan, np.float32), rate)
+    with pytest.raises(UserError, match="sample rate 0"):
+        waveform_samples(x, 0)
 
 
 # ------------------------------------------------------------------ spoken sets
@@ -180,7 +193,6 @@ def test_missing_espeak_says_how_to_install(monkeypatch):
 
 def _table(rows: list[list[float]], symbols: str = "_a") -> torch.Tensor:
     """(T, 29) log-probabilities from rows over ``symbols`` ('_' the blank, letters a-z)."""
-    from deepskeptic.tasks.speech_text import SYMBOLS, VOCAB_SIZE
     p = torch.full((len(rows), VOCAB_SIZE), 1e-12)
     for t, row in enumerate(rows):
         for s, value in zip(symbols, row):

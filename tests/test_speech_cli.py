@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,25 +18,20 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from scipy.signal import resample_poly
 
 from deepskeptic.cli import main
 from deepskeptic.data import spoken
+from deepskeptic.runs import Run
 from deepskeptic.tasks import get_task
-from deepskeptic.tasks.speech import SpeechJob
-from cli_helpers import cli, user_error
+from deepskeptic.tasks.speech.jobs import SpeechJob
+from cli_helpers import assert_ctrl_c_resume_is_exact, cli, user_error
+from conftest import TIME_FIELDS, tiny_speech_spec
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"),
+              pytest.mark.usefixtures("one_thread")]
 SRC = Path(__file__).resolve().parents[1] / "src"
-TINY = spoken.SpokenSpec("tiny", words=("zero", "one", "two"), takes=2, voices=("f3", "m3", "klatt", "Alicia"))
-TIME_FIELDS = {"train_seconds", "epoch_seconds", "utt_per_second"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = tiny_speech_spec()
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +81,25 @@ def test_predict_and_evaluate(trained, tiny, capsys):
     assert rc == 0 and "report.html" in out
 
 
+def test_predictor_on_waveforms_in_memory_equals_predict_json(trained, tiny, tmp_path, capsys):
+    files = sorted((tiny / "audio").rglob("*.flac"))[:4]
+    samples, rate = sf.read(files[0], dtype="float32")
+    at_44k = resample_poly(samples, 441, 160).astype(np.float32)               # 16 kHz -> 44.1 kHz
+    sf.write(tmp_path / "stereo.wav", np.stack([at_44k, 0.5 * at_44k], axis=1), 44100, subtype="FLOAT")
+    files.append(tmp_path / "stereo.wav")
+    rc, out, _ = cli(capsys, "predict", trained, *files, "--json", "--top-k", "2")
+    assert rc == 0
+    expected = json.loads(out)
+    predictor = get_task("speech").predictor(Run.open(trained))
+    waveforms = [sf.read(f, dtype="float32") for f in files]                    # (samples, rate) pairs
+    assert waveforms[-1][0].shape[1] == 2 and waveforms[-1][1] == 44100
+    names = [str(f) for f in files]
+    assert predictor.predict(waveforms, names=names, top_k=2) == expected
+    features, read_names = predictor.read(names)                                 # what the CLI computes
+    assert read_names == names and predictor.predict(features, names=names, top_k=2) == expected
+    assert [r["file"] for r in predictor.predict(waveforms[:2])] == ["0", "1"]
+
+
 def test_ctc_recogniser_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "ctc"
     rc, stdout, err = cli(capsys, "train", "speech", "--data", tiny, "--model", "lstm-ctc", "--epochs", "1",
@@ -100,6 +113,8 @@ def test_ctc_recogniser_end_to_end(tiny, tmp_path, capsys):
     rc, stdout, _ = cli(capsys, "predict", out, wav, "--json")
     (result,) = json.loads(stdout)
     assert set(result) == {"file", "transcript", "confidence", "greedy"} and 0 <= result["confidence"] <= 1
+    predictor = get_task("speech").predictor(Run.open(out))
+    assert predictor.predict([sf.read(wav, dtype="float32")], names=[str(wav)]) == [result]
 
 
 def test_datasets_fetch_and_compare_defaults(tmp_path, monkeypatch, capsys):
@@ -117,37 +132,14 @@ def test_datasets_fetch_and_compare_defaults(tmp_path, monkeypatch, capsys):
 
 # ------------------------------------------------------------------ resume
 
-def _resume_args(tiny: Path, out: Path) -> list[str]:
-    return ["train", "speech", "--data", str(tiny), "--model", "cnn", "--epochs", "3", "--seed", "2",
-            "--batch-size", "8", "--out", str(out), "--no-progress"]
-
-
 def test_resume_after_ctrl_c_equals_uninterrupted(tiny, tmp_path, capsys, monkeypatch):
-    reference = tmp_path / "uninterrupted"
-    assert main(_resume_args(tiny, reference)) == 0
-    interrupted = tmp_path / "interrupted"
-    step = SpeechJob.train_step
-    calls = {"n": 0}
-
-    def ctrl_c_at_fourth_step(self, batch, ctx):
-        calls["n"] += 1
-        if calls["n"] == 4:  # in epoch 2: the engine saves at the next step boundary and stops
-            os.kill(os.getpid(), signal.SIGINT)
-        return step(self, batch, ctx)
-
-    monkeypatch.setattr(SpeechJob, "train_step", ctrl_c_at_fourth_step)
-    rc, _, err = cli(capsys, *_resume_args(tiny, interrupted))
-    assert rc == 130 and f"--resume {interrupted}" in err
-    assert not (interrupted / "metrics.json").exists()
-    monkeypatch.setattr(SpeechJob, "train_step", step)
-    rc, _, err = cli(capsys, "train", "--resume", interrupted)
-    assert rc == 0, err
-    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (reference, interrupted))
-    assert {k: v for k, v in ma.items() if k not in TIME_FIELDS} == {k: v for k, v in mb.items() if k not in TIME_FIELDS}
-    ha, hb = ([{k: v for k, v in json.loads(line).items() if k not in TIME_FIELDS}
-               for line in (r / "history.jsonl").read_text().splitlines()] for r in (reference, interrupted))
-    assert ha == hb and len(ha) == 3
-    wa, wb = load_file(reference / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    args = ["train", "speech", "--data", str(tiny), "--model", "cnn", "--epochs", "3", "--seed", "2",
+            "--batch-size", "8", "--no-progress"]
+    # a real SIGINT before the fourth step (in epoch 2): the engine saves at the step boundary and stops
+    assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args, SpeechJob, at_step=4, time_keys=TIME_FIELDS)
+    assert f"--resume {tmp_path / 'cut'}" in capsys.readouterr().err
+    assert len((tmp_path / "cut" / "history.jsonl").read_text().splitlines()) == 3
+    wa, wb = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -66,10 +66,33 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             raise UserError(f"audio file '{path}' is empty (0 bytes): re-record or remove it") from None
         raise UserError(f"'{path}' is not readable audio ({_reason(exc)}); "
                         f"give WAV, FLAC or OGG files") from None
+    return waveform_samples(data, rate, sample_rate, what=f"audio file '{path}'")
+
+
+def waveform_samples(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE,
+                     what: str = "the waveform") -> np.ndarray:
+    """Decoded samples -> float32 mono samples at ``sample_rate``: shape (S',), what ``load_audio``
+    makes of a file's samples.
+
+    ``samples`` are floats in [-1, 1] at ``rate`` Hz, shaped (S,) or (S, channels) (soundfile's
+    layout; channels are averaged). Raises UserError naming ``what`` when they are empty, not
+    finite, not floats or shaped otherwise.
+    """
+    data = np.asarray(samples)
+    if not np.issubdtype(data.dtype, np.floating):
+        raise UserError(f"{what} has {data.dtype} samples: give floats in [-1, 1] "
+                        f"(soundfile.read(..., dtype='float32') reads them so)")
+    if data.ndim not in (1, 2):
+        raise UserError(f"{what} is shaped {data.shape}: give (samples,) or (samples, channels)")
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
+        raise UserError(f"{what} has sample rate {rate!r}: give a positive whole number of Hz")
+    data = data.astype(np.float32, copy=False)
+    if data.ndim == 1:
+        data = data[:, None]                                   # (S, 1)
     if data.shape[0] == 0:
-        raise UserError(f"audio file '{path}' is empty (0 samples): re-record or remove it")
+        raise UserError(f"{what} is empty (0 samples): re-record or remove it")
     if not np.isfinite(data).all():
-        raise UserError(f"audio file '{path}' holds NaN or infinite samples: re-export it")
+        raise UserError(f"{what} holds NaN or infinite samples: re-export it")
     return resample(data.mean(axis=1), rate, sample_rate)
 
 
@@ -121,6 +144,18 @@ def features_of_files(paths: list[Path], settings: FeatureSettings = FeatureSett
             seconds += len(samples) / settings.sample_rate
             out.append(log_mel(samples, settings))
     return out, seconds
+
+
+def features_of_waveforms(waveforms: list[tuple[np.ndarray, int]], settings: FeatureSettings = FeatureSettings(),
+                          names: list[str] | None = None) -> list[torch.Tensor]:
+    """Featurise decoded audio as ``features_of_files`` does files: [(T_i, n_mels)] from
+    (samples, sample rate) pairs (see ``waveform_samples``); UserError names a bad one."""
+    out = []
+    with one_thread():
+        for i, (samples, rate) in enumerate(waveforms):
+            what = f"waveform '{names[i]}'" if names is not None else f"waveform {i}"
+            out.append(log_mel(waveform_samples(samples, rate, settings.sample_rate, what), settings))
+    return out
 
 
 def normalise(feats: torch.Tensor) -> torch.Tensor:

@@ -186,7 +186,7 @@ def build_cnn(cfg: CNNConfig) -> nn.Module:
 class LSTMCTCConfig:
     output: ClassVar[str] = "ctc"
     n_mels: int = 40
-    vocab: int = 29          # CTC blank + the alphabet (deepskeptic.tasks.speech_text)
+    vocab: int = 29          # CTC blank + the alphabet (deepskeptic.tasks.speech.text)
     hidden: int = 128        # units per direction (160 learns a little faster per step, 1.6x the cost)
     layers: int = 3          # stacked bidirectional layers, as in Graves et al. 2013
     # Adjacent frames joined per step: 30 ms outputs, a third of the recurrent steps, and still

@@ -1,4 +1,7 @@
-"""Running a speech model over utterances and scoring it: accuracy, WER, CER, per voice, FLOPs."""
+"""Running a speech model over utterances and scoring it: accuracy, WER, CER, per voice, FLOPs.
+
+Metric functions return bare names (``wer``, ``loss``); the engine adds ``val_`` and the test
+metrics get ``test_`` here, in ``test_metrics``."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.flop_counter import FlopCounterMode
 
-from deepskeptic.tasks.speech_text import beam_decode, encode, error_counts, greedy_decode, normalise
+from deepskeptic.tasks.common.classification import classification_metrics
+from deepskeptic.tasks.common.flops import forward_flops
+from deepskeptic.tasks.common.metrics import prefixed
+from deepskeptic.tasks.speech.text import beam_decode, encode, error_counts, greedy_decode, normalise
 
 
 @torch.no_grad()
@@ -68,7 +73,7 @@ def decode(out: list[Any], labels: list[str] | None, beam: int) -> list[dict[str
 
 def score(model: nn.Module, data, index: torch.Tensor, device: torch.device, labels: list[str] | None,
           beam: int) -> dict[str, Any]:
-    """Scalar metrics of utterances ``index`` of ``data`` (see ``metrics_from``)."""
+    """Scalar metrics of utterances ``index`` of ``data``, bare names (see ``metrics_from``)."""
     return metrics_from(*_run(model, data, index, device, labels, beam), labels)[0]
 
 
@@ -80,25 +85,26 @@ def _run(model, data, index, device, labels, beam):
 
 
 def metrics_from(out, refs, rows, speakers, paths, labels) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics, per-utterance predictions) from model outputs and decoded rows."""
+    """(metrics with bare names: wer, cer, accuracy, loss and, for CTC, wer_greedy and cer_greedy;
+    per-utterance predictions) from model outputs and decoded rows."""
     counts = [error_counts(r, row["hypothesis"]) for r, row in zip(refs, rows)]
     words, chars = max(1, sum(c[1] for c in counts)), max(1, sum(c[3] for c in counts))
     metrics: dict[str, Any] = {
-        "test_wer": sum(c[0] for c in counts) / words,
-        "test_cer": sum(c[2] for c in counts) / chars,
+        "wer": sum(c[0] for c in counts) / words,
+        "cer": sum(c[2] for c in counts) / chars,
         # classifiers: word accuracy; CTC: share of utterances transcribed without any error
-        "test_accuracy": float(np.mean([normalise(r) == normalise(row["hypothesis"]) for r, row in zip(refs, rows)])),
+        "accuracy": float(np.mean([normalise(r) == normalise(row["hypothesis"]) for r, row in zip(refs, rows)])),
     }
     if labels is not None:
         lookup = {w: k for k, w in enumerate(labels)}
         y = torch.tensor([lookup.get(r, -100) for r in refs])
         logits = torch.stack(out)
-        metrics["test_loss"] = F.cross_entropy(logits, y).item()
+        metrics["loss"] = F.cross_entropy(logits, y).item()
     else:
         greedy = [error_counts(r, row["greedy"]) for r, row in zip(refs, rows)]
-        metrics["test_wer_greedy"] = sum(c[0] for c in greedy) / words
-        metrics["test_cer_greedy"] = sum(c[2] for c in greedy) / chars
-        metrics["test_loss"] = _ctc_loss(out, refs)
+        metrics["wer_greedy"] = sum(c[0] for c in greedy) / words
+        metrics["cer_greedy"] = sum(c[2] for c in greedy) / chars
+        metrics["loss"] = _ctc_loss(out, refs)
     predictions = [{"path": p, "speaker": s, "reference": r, **row, "word_errors": c[0], "words": c[1]}
                    for p, s, r, row, c in zip(paths, speakers, refs, rows, counts)]
     return metrics, predictions
@@ -117,23 +123,21 @@ def per_voice(predictions: list[dict[str, Any]]) -> dict[str, float]:
 
 def test_metrics(model: nn.Module, data, device: torch.device, labels: list[str] | None,
                  beam: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Everything metrics.json records about the test split, and the per-utterance predictions."""
-    from sklearn.metrics import confusion_matrix
-
+    """Everything metrics.json records about the test split (``test_`` names; tables keep theirs),
+    and the per-utterance predictions."""
     out, refs, rows, speakers, paths = _run(model, data, data.splits["test"], device, labels, beam)
-    metrics, predictions = metrics_from(out, refs, rows, speakers, paths, labels)
-    metrics["test_utterances"] = len(refs)
+    scores, predictions = metrics_from(out, refs, rows, speakers, paths, labels)
+    scores["utterances"] = len(refs)
+    metrics = prefixed(scores, "test")
     voices = per_voice(predictions)
     if voices:
         metrics["test_voices"] = len(voices)
         metrics["test_wer_per_voice"] = voices
     if labels is not None:
         lookup = {w: k for k, w in enumerate(labels)}
-        y = [lookup[r] for r in refs]
-        pred = [lookup[row["hypothesis"]] for row in rows]
-        cm = confusion_matrix(y, pred, labels=list(range(len(labels))))
-        metrics["per_class_accuracy"] = {w: float(cm[k, k] / max(1, cm[k].sum())) for k, w in enumerate(labels)}
-        metrics["confusion_matrix"] = cm.tolist()
+        tables = classification_metrics(torch.stack(out), torch.tensor([lookup[r] for r in refs]), labels)
+        metrics["per_class_accuracy"] = tables["per_class_accuracy"]
+        metrics["confusion_matrix"] = tables["confusion_matrix"]
     return metrics, predictions
 
 
@@ -151,16 +155,11 @@ def flops_per_second_of_audio(model: nn.Module, n_mels: int) -> int:
 
     lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)]
     handles = [m.register_forward_hook(hook) for m in lstms]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 100, n_mels), torch.tensor([100]))
+        total = forward_flops(model, torch.zeros(1, 100, n_mels), torch.tensor([100]))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
-    total = int(counter.get_total_flops())
     for lstm, t in zip(lstms, steps):
         dirs = 2 if lstm.bidirectional else 1
         for layer in range(lstm.num_layers):

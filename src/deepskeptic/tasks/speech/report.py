@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from deepskeptic.data.audio import FeatureSettings, load_audio, log_mel
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import read_json
 from deepskeptic.reports.html import Report, plt
 from deepskeptic.reports.plots import learning_curves
 from deepskeptic.runs import Run
+from deepskeptic.tasks.common.classification import confusion_figure
+from deepskeptic.threads import one_thread
 
 
 def per_voice_figure(per_voice: dict[str, float]):
@@ -25,9 +28,6 @@ def per_voice_figure(per_voice: dict[str, float]):
 
 def spectrogram_figure(examples: list[dict[str, Any]], features: dict[str, Any]):
     """One panel per example: its log-mel spectrogram, titled reference -> hypothesis."""
-    from deepskeptic.data.audio import FeatureSettings, load_audio, log_mel
-    from deepskeptic.threads import one_thread
-
     settings = FeatureSettings(**features)
     shown = []
     for e in examples:
@@ -56,9 +56,7 @@ def spectrogram_figure(examples: list[dict[str, Any]], features: dict[str, Any])
     return fig
 
 
-def write_speech_report(task, run: Run, metrics: dict[str, Any] | None = None) -> None:
-    from deepskeptic.tasks.image_report import confusion_figure
-
+def write_speech_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
     config = run.config
     metrics = metrics if metrics is not None else run.metrics
     info, s = config["data_info"], config["settings"]

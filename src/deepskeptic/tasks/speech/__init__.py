@@ -1,0 +1,145 @@
+"""The `speech` task: recognise spoken words (lstm, cnn against mlp on pooled features) and
+transcripts of several words (lstm-ctc against mlp-ctc), on voices never heard in training.
+
+The primary metric is the word error rate, for both kinds of model: for one-word utterances it
+equals 1 - accuracy, so classifiers and CTC recognisers rank on the same scale.
+
+The package: text.py (CTC symbols, decoding, WER and CER) < eval.py (running a model over
+utterances, the metrics, FLOPs) < data.py (the prepared data, classes or vocabulary) < jobs.py
+(SpecAugment, the engine job) < predict.py (the predictor) < report.py; this file holds the Task only.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from torch import nn
+
+from deepskeptic.data import spoken
+from deepskeptic.data.audio_sets import load_speech_data, read_utterances
+from deepskeptic.errors import UserError
+from deepskeptic.fileio import atomic_write_json
+from deepskeptic.models import registry
+from deepskeptic.runs import Run
+from deepskeptic.settings import positive_int
+from deepskeptic.tasks.base import Task
+from deepskeptic.tasks.speech.data import Prepared, labels_for
+from deepskeptic.tasks.speech.data import shape_of as data_shape
+from deepskeptic.tasks.speech.eval import flops_per_second_of_audio, test_metrics
+from deepskeptic.tasks.speech.jobs import SpeechJob
+from deepskeptic.tasks.speech.predict import SpeechPredictor
+from deepskeptic.tasks.speech.report import write_speech_report
+from deepskeptic.tasks.speech.text import VOCAB_SIZE
+
+
+class SpeechTask(Task):
+    """Recognise speech; the rest of the package holds the pieces (see the module docstring)."""
+    name = "speech"
+    description = "recognise speech: lstm, cnn and lstm-ctc against mlp on pooled features and mlp-ctc"
+    primary_metric = "test_wer"
+    higher_is_better = False
+    default_epochs = 30
+    default_models = ("mlp", "cnn", "lstm")
+    predictor_class = SpeechPredictor
+    task_defaults = {
+        "n_mels": 40,             # log-mel bands per 10 ms frame
+        "val_split": 0.1,         # fraction held out for validation (of speakers, when the data names them)
+        "test_split": 0.2,        # fraction held out for testing, when the data does not say which
+        "limit": None,            # use at most this many training utterances (quick tries)
+        "augment": True,          # SpecAugment time and frequency masking during training
+        "bidirectional": None,    # lstm: also read the frames backwards (the model's default: no)
+        "label_smoothing": 0.1,   # classifiers: softens one-hot targets; helps unseen voices
+        "beam": 8,                # CTC prefix beam width for test decoding (0: greedy only)
+        "clip": 5.0,              # max gradient norm: LSTM gradients spike on long utterances
+    }
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--n-mels", type=int, help="log-mel bands (40)")
+        parser.add_argument("--val-split", type=float, help="fraction held out for validation (0.1)")
+        parser.add_argument("--test-split", type=float, help="fraction held out for testing when the data has no split (0.2)")
+        parser.add_argument("--limit", type=int, help="use at most this many training utterances")
+        parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                            help="SpecAugment time and frequency masking (default: on)")
+        parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+                            help="lstm: also read the frames backwards (default: off)")
+        parser.add_argument("--label-smoothing", type=float, help="classifiers' label smoothing (0.1)")
+        parser.add_argument("--beam", type=int, help="CTC beam width for test decoding (8; 0: greedy)")
+
+    def prepare(self, settings: dict[str, Any]) -> Prepared:
+        positive_int(settings, "beam", allow_zero=True)
+        positive_int(settings, "limit")
+        data = load_speech_data(str(settings["data"]), n_mels=settings["n_mels"], val_split=settings["val_split"],
+                                test_split=settings["test_split"], limit=settings["limit"],
+                                progress=settings.get("progress", True) and sys.stderr.isatty())
+        return Prepared(data)
+
+    def shape_of(self, prepared: Prepared) -> dict[str, Any]:
+        return data_shape(prepared.data)
+
+    def _model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
+        """The config dataclass: the [model] settings, overridden by the data's shape (mel bands,
+        classes or vocabulary: the keys the model's config has)."""
+        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, model).config_cls)}
+        return registry.make_config(self.name, model, **{**model_config,
+                                                         **{k: v for k, v in shape.items() if k in fields}})
+
+    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
+        cfg = self._model_config(model, model_config, shape)
+        try:
+            return registry.spec(self.name, model).build(cfg)
+        except ValueError as exc:
+            raise UserError(f"model '{model}' cannot be built for {shape['n_mels']} mel bands: {exc}; "
+                            f"change its settings or --n-mels, or choose another --model") from None
+
+    def build(self, settings, prepared: Prepared, device):
+        data = prepared.data
+        labels = labels_for(settings["model"], data)
+        # Small data sets still need several steps per epoch: at most 1/8 of the utterances per batch.
+        settings["batch_size"] = min(settings["batch_size"], max(8, len(data.splits["train"]) // 8))
+        model_config = dict(settings.get("model_config", {}))
+        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, settings["model"]).config_cls)}
+        if settings.get("bidirectional") is not None and "bidirectional" in fields:
+            model_config["bidirectional"] = settings["bidirectional"]   # the flag over the [model] table
+        shape = self.shape_of(prepared)
+        model = self.create_model(settings["model"], model_config, shape)
+        flops = flops_per_second_of_audio(model, shape["n_mels"])
+        info = {"model_config": dataclasses.asdict(self._model_config(settings["model"], model_config, shape)),
+                "flops_per_example": flops,
+                "data_info": {**data.info(), "output": "class" if labels else "ctc", "labels": labels}}
+        return SpeechJob(model.to(device), data, settings, device, labels), info
+
+    def finish(self, run, job: SpeechJob, prepared: Prepared, settings, device):
+        metrics, predictions = test_metrics(job.model, prepared.data, device, job.labels, beam=settings["beam"])
+        atomic_write_json(run.path / "test_predictions.json", predictions)
+        return metrics
+
+    def write_report(self, run: Run, prepared: Prepared | None = None, metrics: dict | None = None) -> None:
+        write_speech_report(run, metrics)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return spoken.spoken_datasets()
+
+    def fetch(self, name: str) -> str:
+        if name not in spoken.SPECS:
+            return super().fetch(name)
+        return str(spoken.ensure(name).parent)
+
+    def models_for(self, data: str | None) -> tuple[str, ...]:
+        """Default `compare` models: classifiers for one-word data, CTC models for longer transcripts."""
+        if data is None:
+            return self.default_models
+        if data in spoken.SPECS:
+            words = spoken.SPECS[data].words_per_utterance[1]
+        else:
+            words = max(len(u.transcript.split()) for u in read_utterances(data)[0])
+        return self.default_models if words == 1 else ("mlp-ctc", "lstm-ctc")
+
+    def input_shape(self, data: str | None) -> dict[str, Any]:
+        if data is None:
+            return {"n_mels": 40, "num_classes": 10, "vocab": VOCAB_SIZE,
+                    "description": "40 log-mel bands, 10 words (spoken-digits); CTC models: 29 symbols"}
+        words = sorted({u.transcript for u in read_utterances(data)[0]})
+        return {"n_mels": 40, "num_classes": len(words), "vocab": VOCAB_SIZE,
+                "description": f"40 log-mel bands, {len(words)} distinct transcripts ({data})"}
