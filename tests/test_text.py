@@ -7,12 +7,15 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from cli_helpers import assert_ctrl_c_resume_is_exact
+from conftest import TIME_FIELDS
 from deepskeptic.cli import main
 from deepskeptic.data.text import fortunes_dir, hash_side, load_labelled
 from deepskeptic.errors import UserError
+from deepskeptic.runs import Run
+from deepskeptic.tasks import get_task
+from deepskeptic.tasks.text.jobs import TextJob
 
 TOPICS = {"sport": "ball goal team match score player win league coach".split(),
           "food": "bread cheese apple soup cook taste salt dinner spoon".split(),
@@ -21,13 +24,7 @@ FILLER = "the a of and to is in it very really".split()
 FAST = ["--epochs", "3", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; a second one only waits (badly, on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only adds waiting
 
 
 def _docs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -72,6 +69,8 @@ def test_csv_train_predict_evaluate_and_compare(table, tiny_lstm, tmp_path, caps
     assert main(["predict", str(logreg), "the server has a bug in the code", "cheese soup", "--json"]) == 0
     predictions = json.loads(capsys.readouterr().out)
     assert [p["top"][0]["class"] for p in predictions] == ["tech", "food"]
+    predictor = get_task("text").predictor(Run(logreg))       # the same on in-memory strings
+    assert predictor.predict(["the server has a bug in the code", "cheese soup"]) == predictions
     assert main(["evaluate", str(logreg)]) == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     # the character LSTM, its prediction and its gates
@@ -81,6 +80,14 @@ def test_csv_train_predict_evaluate_and_compare(table, tiny_lstm, tmp_path, caps
     capsys.readouterr()
     assert main(["predict", str(run), "goal goal team"]) == 0
     assert capsys.readouterr().out.startswith("'goal goal team': ")
+    assert main(["predict", str(run), "goal goal team", "cheese soup é", "--top-k", "2", "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    predictor = get_task("text").predictor(Run(run))
+    assert predictor.predict(["goal goal team", "cheese soup é"], top_k=2) == predictions
+    (tmp_path / "doc.txt").write_text("cheese soup é")
+    texts, names = predictor.read([str(tmp_path / "doc.txt")])          # text files, decoded
+    assert texts == ["cheese soup é"] and predictor.predict(texts, names=names, top_k=2)[0] == {
+        "name": str(tmp_path / "doc.txt"), **predictions[1]}
     assert main(["explain", str(run), "--text", "a goal"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 7
     assert main(["explain", str(logreg), "--text", "a goal"]) == 2
@@ -145,9 +152,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, rows, flags, message):
 
 
 def test_resume_after_interrupt_equals_uninterrupted(table, tmp_path, monkeypatch):
-    from deepskeptic.tasks.text import TextJob
     args = ["train", "text", "--data", str(table), "--text-col", "body", "--label-col", "topic", "--model", "mlp",
             "--batch-size", "16", *FAST]
     # Ctrl-C in the middle of epoch 2
     assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args, TextJob, at_step=20,
-                                  time_keys={"train_seconds", "epoch_seconds", "doc_per_second"})
+                                  time_keys=set(TIME_FIELDS))

@@ -12,25 +12,23 @@ import pytest
 import torch
 
 from cli_helpers import assert_ctrl_c_resume_is_exact
+from conftest import TIME_FIELDS
 from deepskeptic.cli import main
 from deepskeptic.data.text import UNK, Vocab, hash_side, load_corpus
 from deepskeptic.errors import UserError
 from deepskeptic.models.text import CharLM, CharLMConfig
-from deepskeptic.tasks.textgen import Prepared, TextGenJob, stream_bpc
-from deepskeptic.tasks.textgen_baselines import NGramLM, conditional_bpc
-from deepskeptic.tasks.textgen_use import sample
+from deepskeptic.runs import Run
+from deepskeptic.tasks import get_task
+from deepskeptic.tasks.textgen.baselines import NGramLM, conditional_bpc
+from deepskeptic.tasks.textgen.data import Prepared
+from deepskeptic.tasks.textgen.jobs import TextGenJob
+from deepskeptic.tasks.textgen.lm import sample, stream_bpc
 
 TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "--no-progress"]
-TIME_KEYS = {"train_seconds", "epoch_seconds", "char_per_second", "chars_per_second"}
+TIME_KEYS = TIME_FIELDS | {"chars_per_second"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; a second one only waits (badly, on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only adds waiting
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +175,8 @@ def test_train_generate_evaluate_explain(trained, corpus, capsys):
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out) == first                 # reproducible with a seed
     assert len(first["samples"]) == 2 and all(s.startswith("the ") and len(s) == 44 for s in first["samples"])
+    predictor = get_task("textgen").predictor(Run(trained))             # the same through the Python API
+    assert predictor.generate("the ", length=40, temperature=0.8, top_k=0, n=2, seed=3) == first["samples"]
     assert main(args[:-1] + ["--seed", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["samples"] != first["samples"]
     assert main(["generate", str(trained), "--length", "30", "--temperature", "0"]) == 0

@@ -26,7 +26,7 @@ READS = {
     "windows": "a (B, lookback, features) window of a scaled series",
     "series": "the whole training history of a series (a statistical method, fitted per origin)",
     "chars": "character ids (B, T) of the run's vocabulary",
-    "ngram-counts": "tf-idf weighted character n-gram counts of a document",
+    "ngram-counts": "word 1- and 2-gram counts of a document, log(1 + count) scaled to unit length",
     "log-mel": "(B, T, n_mels) log-mel frames with their lengths",
     "pooled-log-mel": "log-mel frames pooled over time (mean and std per band)",
     "latent": "(B, latent_dim) Gaussian noise",

@@ -4,7 +4,7 @@ textgen: ``lstm`` and ``rnn`` map character ids (B, T) and a carried state to ne
 logits (B, T, vocab). The classical baselines ``ngram``, ``zlib``, ``bz2`` and ``lzma`` are not
 networks: each is registered with its small config and built as a ``ClassicalModel`` marker
 (no parameters), so that ``compare`` runs them and ``deepskeptic models`` lists them; the task
-fits them itself, inside one step of the engine (tasks/textgen_baselines.py).
+fits them itself, inside one step of the engine (tasks/textgen/baselines.py).
 
 text: ``lstm`` reads the characters of a document (B, T) and pools its outputs; ``mlp`` and
 ``logreg`` read bag-of-n-gram count vectors (B, features). All return (B, classes) logits.

@@ -13,15 +13,19 @@ import hashlib
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_bytes, atomic_write_json
+from deepskeptic.models.lstm_cell import ExplicitLSTM
 from deepskeptic.reports.html import figure_to_data_uri, plt
 from deepskeptic.runs import Run
+
+if TYPE_CHECKING:  # (only the annotation: tasks/common sits below the tasks)
+    from deepskeptic.tasks.base import ExplainOptions
 
 ROWS = ("hidden", "forget", "input", "output")
 MAX_CHARS = 400       # longer texts are cut: the picture and the terminal lines stay readable
@@ -37,7 +41,6 @@ def record(model, vocab, text: str, cells: list[int] | None = None) -> dict[str,
     ``model`` has ``embed`` (an nn.Embedding) and ``rnn`` (an nn.LSTM), as the textgen and text
     LSTMs do. Without ``cells``, the units whose output varies most over the text are chosen.
     """
-    from deepskeptic.models.lstm_cell import ExplicitLSTM
     if not isinstance(getattr(model, "rnn", None), torch.nn.LSTM):
         raise UserError("only LSTM runs have gates to show; this run's model is not an LSTM")
     model = model.cpu().eval()
@@ -127,29 +130,29 @@ def parse_cells(spec: str | None) -> list[int] | None:
         raise UserError(f"--cells takes comma-separated unit numbers such as 3,17,200, not {spec!r}") from None
 
 
-def explain(run: Run, model, vocab, args, write_report) -> int:
-    """`deepskeptic explain` for a character LSTM: ``args`` is the ExplainOptions (text or inputs,
-    cells, out); ``write_report(run)`` re-renders the report that shows the new picture."""
-    text = args.text if args.text is not None else " ".join(args.inputs)
+def explain(run: Run, model, vocab, options: ExplainOptions, write_report) -> int:
+    """`deepskeptic explain` for a character LSTM: ``options`` gives the text (or inputs, joined),
+    cells and out; ``write_report(run)`` re-renders the report that shows the new picture."""
+    text = options.text if options.text is not None else " ".join(options.inputs)
     if not text:
         raise UserError('give the text to explain: deepskeptic explain RUN --text "some text"')
     if len(text) > MAX_CHARS:
         print(f"note: the text is cut to its first {MAX_CHARS} characters", file=sys.stderr)
         text = text[:MAX_CHARS]
-    rec = record(model, vocab, text, parse_cells(getattr(args, "cells", None)))
+    rec = record(model, vocab, text, parse_cells(options.cells))
     if rec["unknown"]:
         print(f"note: {rec['unknown']} character(s) are not in the run's vocabulary; read as unknown", file=sys.stderr)
     print(_terminal(rec) if sys.stdout.isatty() else _table(rec))
-    out = Path(args.out) if args.out else run.path / "explain"
+    out = Path(options.out) if options.out else run.path / "explain"
     slug = re.sub(r"[^A-Za-z0-9]+", "-", text[:24]).strip("-") or "text"
     stem = f"gates-{slug}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
     uri = figure_to_data_uri(figure(rec))
     atomic_write_bytes(out / f"{stem}.png", base64.b64decode(uri.split(",", 1)[1]))
     atomic_write_json(out / f"{stem}.json", {"text": text, "cells": rec["cells"], "layer": rec["layer"],
                                             **{name: rec[name].tolist() for name in ROWS}})
-    if not args.out:
+    if not options.out:
         write_report(run)                                           # the report shows the new picture
-    print(f"wrote {out / (stem + '.png')}" + ("" if args.out else f" and updated {run.report_path}"),
+    print(f"wrote {out / (stem + '.png')}" + ("" if options.out else f" and updated {run.report_path}"),
           file=sys.stderr)
     plt.close("all")
     return 0

@@ -1,0 +1,156 @@
+"""The `text` task: classify documents; a character LSTM on trial against mlp and logreg on n-grams.
+
+Inputs, by model:
+- ``lstm`` reads characters, not words: no tokenizer to choose, no out-of-vocabulary words (a
+  misspelling or a name still reaches the model letter by letter), any language and source code
+  alike, and the same reading as ``textgen`` -- so ``explain`` can show its gates. Documents are
+  cut to their first ``max_len`` characters; batches group documents of similar length.
+- ``mlp`` and ``logreg`` read bag-of-n-gram counts: scikit-learn's CountVectorizer over lower-cased
+  word 1- and 2-grams seen in at least 2 training documents (at most ``max_features``), then
+  log(1 + count) and unit length per document. The n-gram vocabulary is saved in the run folder
+  (features.json), never pickled.
+Documents are split by a hash of their text (data/text.py), so duplicates never straddle the split.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+from torch import nn
+
+from deepskeptic.data.text import fetch_text_dataset, load_labelled, text_datasets
+from deepskeptic.errors import UserError
+from deepskeptic.fileio import atomic_write_json
+from deepskeptic.models import registry
+from deepskeptic.models.text import TextLSTM
+from deepskeptic.runs import Run
+from deepskeptic.settings import positive_int
+from deepskeptic.tasks.base import ExplainOptions, PredictOptions, Task
+from deepskeptic.tasks.common import gates
+from deepskeptic.tasks.common.classification import classification_metrics
+from deepskeptic.tasks.common.metrics import prefixed
+from deepskeptic.tasks.text import report
+from deepskeptic.tasks.text.data import READING_NAMES, READINGS, Prepared, predict_logits, reads
+from deepskeptic.tasks.text.jobs import TextJob
+from deepskeptic.tasks.text.predict import TextPredictor
+
+
+class TextTask(Task):
+    name = "text"
+    description = "classify texts: character lstm against mlp and logreg on bag-of-n-gram counts"
+    primary_metric = "test_accuracy"
+    higher_is_better = True
+    default_epochs = 5
+    default_models = ("logreg", "mlp", "lstm")
+    task_defaults = {
+        "text_col": "text",       # CSV column holding the document
+        "label_col": "label",     # CSV column holding its class
+        "encoding": None,         # None: strict UTF-8
+        "val_split": 0.1,         # fraction of documents (by hash of their text) for validation
+        "test_split": 0.15,       # fraction of documents (by hash of their text) held out for testing
+        "max_len": 512,           # characters of each document the lstm reads (longer ones are cut)
+        "min_char_count": 2,      # rarer characters become the unknown symbol (lstm)
+        "ngram_max": 2,           # word n-grams 1..ngram_max for mlp and logreg
+        "max_features": 20_000,   # the most frequent n-grams kept (seen in >= 2 training documents);
+                                  # the mlp's first layer and its optimizer step grow with it
+        "clip": 1.0,              # gradient-norm clipping (the LSTM needs it; harmless elsewhere)
+    }
+    commands = frozenset({"explain"})
+    predictor_class = TextPredictor
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--text-col", help="CSV column with the text (text)")
+        parser.add_argument("--label-col", help="CSV column with the label (label)")
+        parser.add_argument("--encoding", help="the files' encoding (default: UTF-8, strictly)")
+        parser.add_argument("--val-split", type=float, help="fraction of documents for validation (0.1)")
+        parser.add_argument("--test-split", type=float, help="fraction of documents held out for testing (0.15)")
+        parser.add_argument("--max-len", type=int, help="characters per document the lstm reads (512)")
+        parser.add_argument("--ngram-max", type=int, help="longest word n-gram for mlp/logreg (2)")
+        parser.add_argument("--max-features", type=int, help="n-grams kept for mlp/logreg (20000)")
+
+    def prepare(self, settings: dict[str, Any]) -> Prepared:
+        for key in ("max_len", "ngram_max", "max_features"):
+            positive_int(settings, key)
+        data = load_labelled(str(settings["data"]), text_col=settings["text_col"], label_col=settings["label_col"],
+                             encoding=settings["encoding"], val_split=settings["val_split"],
+                             test_split=settings["test_split"])
+        return Prepared(data, settings)
+
+    def shape_of(self, prepared: Prepared, readings: tuple[str, ...] = READINGS) -> dict[str, Any]:
+        """{num_classes, vocab_size (characters, with padding and unknown), num_features (n-grams)}:
+        the sizes of the ``readings`` asked for (each built on first use; the default: both)."""
+        shape = {}
+        if "chars" in readings:
+            shape["vocab_size"] = len(prepared.inputs("chars")["vocab"])
+        if "ngram-counts" in readings:
+            shape["num_features"] = len(prepared.inputs("ngram-counts")["vectorizer"].vocabulary_)
+        return {**shape, "num_classes": len(prepared.data.classes)}
+
+    def _config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
+        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, model).config_cls)}
+        return registry.make_config(self.name, model, **{   # the data's sizes win over [model] settings
+            **model_config, **{k: v for k, v in shape.items() if k in fields}})
+
+    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
+        return registry.spec(self.name, model).build(self._config(model, model_config, shape))
+
+    def build(self, settings, prepared: Prepared, device):
+        reading = reads(settings["model"])
+        inputs = prepared.inputs(reading)
+        cfg = self._config(settings["model"], settings["model_config"], self.shape_of(prepared, (reading,)))
+        model = registry.spec(self.name, settings["model"]).build(cfg)
+        data = prepared.data
+        settings["batch_size"] = min(settings["batch_size"], max(8, len(data.texts["train"]) // 16))
+        if isinstance(model, TextLSTM):  # per document: ~its mean length in characters, through the LSTM
+            mean_len = float(inputs["train"].lengths.float().mean())
+            flops = int(mean_len * 2 * 4 * cfg.hidden * (cfg.embed + cfg.hidden) * cfg.layers)
+        else:
+            flops = 2 * registry.count_params(model)
+        info = {"model_config": dataclasses.asdict(cfg), "flops_per_example": flops,
+                "data_info": {"name": data.name, "source": data.source, "classes": data.classes,
+                              "reading": READING_NAMES[reading], "skipped": data.skipped,
+                              **{split: len(v) for split, v in data.texts.items()}}}
+        if "vocab" in inputs:
+            info["data_info"]["vocab"] = inputs["vocab"].to_json()
+        return TextJob(model.to(device), prepared, reading, settings, device), info
+
+    def finish(self, run, job: TextJob, prepared: Prepared, settings, device):
+        inputs = prepared.inputs(reads(settings["model"]))
+        if "vectorizer" in inputs:  # the n-gram vocabulary: predict and evaluate read texts with it
+            vocabulary = {k: int(v) for k, v in inputs["vectorizer"].vocabulary_.items()}
+            atomic_write_json(run.path / "features.json", {"ngram_max": settings["ngram_max"], "vocabulary": vocabulary})
+        logits = predict_logits(job.model, inputs["test"], device)
+        return prefixed(classification_metrics(logits, prepared.y("test"), prepared.data.classes), "test")
+
+    def write_report(self, run: Run, prepared: Prepared | None = None, metrics: dict | None = None) -> None:
+        report.write_report(self, run, prepared, metrics)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return [d for d in text_datasets() if d["task"] == self.name]
+
+    def fetch(self, name: str) -> str:
+        return fetch_text_dataset(name)
+
+    def input_shape(self, data: str | None) -> dict[str, Any]:
+        if data is None:
+            return {"vocab_size": 100, "num_features": 20_000, "num_classes": 10,
+                    "description": "100 characters or 20,000 n-grams, 10 classes; --data for yours"}
+        shape = self.shape_of(self.prepare({**self.task_defaults, "data": data}))
+        return {**shape, "description": f"{shape['vocab_size']} characters or {shape['num_features']:,} n-grams, "
+                                        f"{shape['num_classes']} classes ({data})"}
+
+    # --- using a finished run ---
+    def predict(self, run: Run, options: PredictOptions) -> int:
+        predictor = self.predictor(run)
+        results = predictor.predict_command(options)
+        print(json.dumps(results, indent=2, ensure_ascii=False) if options.as_json else predictor.format(results))
+        return 0
+
+    def explain(self, run: Run, options: ExplainOptions) -> int:
+        model = run.config["settings"]["model"]
+        if reads(model) != "chars":
+            raise UserError(f"model '{model}' reads n-gram counts and has no gates; explain an lstm run")
+        predictor = self.predictor(run)
+        return gates.explain(run, predictor.model, predictor.reader, options, self.write_report)
