@@ -7,7 +7,8 @@ VENV ?= .venv
 #   make test TORCH_SPEC='torch'   (or any CUDA build you already use)
 TORCH_SPEC ?= torch==2.13.0
 # Debian packages with the offline data sets and tools the tasks and tests use.
-SYSTEM_PACKAGES ?= dataset-fashion-mnist fortunes espeak-ng
+# chromium and chromium-driver: the web page's browser test (Selenium drives Debian's browser).
+SYSTEM_PACKAGES ?= dataset-fashion-mnist fortunes espeak-ng chromium chromium-driver
 
 .PHONY: setup demo test clean
 
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	fi
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e ".[test]"
+	$(VENV)/bin/pip install -q -e ".[test,ray]"
 	touch $@
 
 demo: setup

@@ -1,8 +1,20 @@
 """Fixtures and helpers every test file shares (pytest loads this file first)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Every run in the tests uses one thread unless a test says otherwise: the thread rule of
+# deepskeptic.threads keeps OMP_NUM_THREADS, so two trainings compared bit for bit never differ
+# because the machine's load gave them different thread counts (and no oversubscription warning
+# adds a second line to a one-line error).
+os.environ["OMP_NUM_THREADS"] = "1"
+# Caches (judges, in-memory data, image folders) go to a folder of this test session, never ~/.cache.
+if "DEEPSKEPTIC_CACHE" not in os.environ:
+    import tempfile
+    os.environ["DEEPSKEPTIC_CACHE"] = tempfile.mkdtemp(prefix="deepskeptic-test-cache-")
 
 # Fields of metrics.json and history.jsonl that measure time: they differ between two identical runs.
 TIME_FIELDS = frozenset({"train_seconds", "epoch_seconds", "final_fit_seconds", "img_per_second",

@@ -98,7 +98,8 @@ def test_baselines_never_look_past_their_origin(method, config):
 def test_every_model_is_listed_and_networks_map_windows_to_horizons():
     task = ForecastTask()
     names = registry.names("forecast")
-    assert set(names) == {"rnn", "lstm", "mlp", "naive", "seasonal-naive", "drift", "ets", "arima", "theta"}
+    assert set(names) == {"rnn", "lstm", "mlp", "naive", "seasonal-naive", "drift", "ets", "arima", "theta",
+                          "naive2", "auto-ets", "auto-arima", "auto-theta", "comb", "mstl"}
     assert [registry.spec("forecast", n).role for n in ("lstm", "rnn", "mlp")] == ["deep", "baseline", "baseline"]
     for name in ("rnn", "lstm", "mlp"):
         model = task.example_model(name, {"features": 3, "horizon": 5, "lookback": 7})
@@ -109,4 +110,6 @@ def test_every_model_is_listed_and_networks_map_windows_to_horizons():
         for p in model.parameters():
             torch.nn.init.zeros_(p)
         torch.testing.assert_close(model(x), x[:, -1, :1].expand(4, 5))
-    assert all(registry.spec("forecast", n).one_step for n in ("naive", "ets", "arima", "theta"))
+    assert all(registry.spec("forecast", n).one_step and registry.spec("forecast", n).reads == "series"
+               for n in ("naive", "ets", "arima", "theta", "naive2", "auto-ets", "auto-arima", "auto-theta", "comb",
+                         "mstl"))

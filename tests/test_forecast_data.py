@@ -135,3 +135,30 @@ def test_malformed_files(tmp_path):
         load_series(write(tmp_path, "", "e.csv"))
     with pytest.raises(UserError, match="unreadable time.*'soon' on line 3"):
         load_series(write(tmp_path, "date,y\n2020-01-01,1\nsoon,2\n2020-03-01,3\n", "u.csv"))
+
+
+def test_season_and_horizon_follow_the_frequency(tmp_path):
+    """Sub-daily data repeats by the day (half-hourly 48, not 60), quarterly data is forecast 8
+    steps (two years, as in M4), and every series says why its season is what it is."""
+    import pandas as pd
+
+    def stamped(freq: str, n: int = 10) -> str:
+        times = pd.date_range("2024-01-01", periods=n, freq=freq)
+        return write(tmp_path, "time,y\n" + "\n".join(f"{t:%Y-%m-%d %H:%M:%S},{i}" for i, t in enumerate(times)),
+                     f"{freq}.csv")
+
+    half = load_series(stamped("30min"))
+    assert (half.freq, half.season, half.seasons, half.horizon) == ("30min", 48, (48, 336), 8)
+    assert "48 steps a day" in half.season_reason
+    assert (load_series(stamped("2h")).season, load_series(stamped("h")).horizon) == (12, 24)
+    quarters = load_series(write(tmp_path, "period,y\n" + "\n".join(f"2019Q{q},{q}" for q in range(1, 5)), "q.csv"))
+    assert (quarters.season, quarters.horizon, quarters.season_reason) == (4, 8, "quarterly data: 4 quarters a year")
+    days = load_series(stamped("D"))
+    assert (days.season, days.seasons, days.horizon) == (7, (7, 365), 7)
+    steps = load_series(write(tmp_path, "t,y\n" + "\n".join(f"{i},{i}" for i in range(5)), "i.csv"))
+    assert steps.season == 1 and "no season" in steps.season_reason
+    # the built-in sets keep their seasons and horizons, now with their reasons
+    for name, season, horizon, reason in (("sunspots", 11, 11, "solar cycle"), ("us-gdp", 4, 8, "quarterly"),
+                                          ("co2", 52, 13, "weekly"), ("nile", 1, 10, "yearly")):
+        s = load_series(name)
+        assert (s.season, s.horizon) == (season, horizon) and reason in s.season_reason, name

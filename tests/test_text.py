@@ -157,3 +157,78 @@ def test_resume_after_interrupt_equals_uninterrupted(table, tmp_path, monkeypatc
     # Ctrl-C in the middle of epoch 2
     assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args, TextJob, at_step=20,
                                   time_keys=set(TIME_FIELDS))
+
+
+def test_time_segments_are_the_cheapest_cuts():
+    from itertools import combinations
+
+    from deepskeptic.models.text import time_segments
+
+    def cost(lengths, ends, per_segment):
+        total, start = 0, 0
+        for end in ends:
+            total += sum(1 for n in lengths if n > start) * (end - start) + per_segment
+            start = end
+        return total
+
+    rng = random.Random(0)
+    for _ in range(40):
+        lengths = sorted((rng.randint(1, 30) for _ in range(rng.randint(1, 9))), reverse=True)
+        per_segment = rng.choice([0, 3, 20, 1000])
+        ends = time_segments(lengths, per_segment)
+        assert ends[-1] == lengths[0] and ends == sorted(set(ends))
+        cuts = sorted(set(lengths))[:-1]
+        brute = min(cost(lengths, [*c, lengths[0]], per_segment)
+                    for k in range(len(cuts) + 1) for c in combinations(cuts, k))
+        assert cost(lengths, ends, per_segment) == brute
+    assert time_segments([7, 7, 7], 0) == [7] and time_segments([9, 2, 2], 0) == [2, 9]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_packed_lstm_computes_what_the_padded_batch_does(layers):
+    import torch
+
+    from deepskeptic.models.text import TextLSTM, TextLSTMConfig
+    torch.manual_seed(layers)
+    model = TextLSTM(TextLSTMConfig(vocab_size=30, num_classes=4, embed=8, hidden=16, layers=layers,
+                                    dropout=0.0)).double()
+    lengths = torch.tensor([1, 40, 3, 17, 17, 2, 39, 8, 25, 1, 12])       # unsorted, ties, ones
+    x = torch.randint(1, 30, (len(lengths), 40))
+    x[torch.arange(40)[None, :] >= lengths[:, None]] = 0
+    outputs, grads = [], []
+    for packed in (False, True):
+        model.packed = packed
+        model.zero_grad()
+        out = model(x, lengths)
+        out.pow(2).sum().backward()
+        outputs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-12) and torch.allclose(grads[0], grads[1], atol=1e-12)
+
+
+def test_bucketed_predictions_equal_one_document_at_a_time(table, tiny_lstm, tmp_path):
+    import torch
+
+    from deepskeptic.tasks.text.data import predict_logits, read_texts
+    run = tmp_path / "lstm"
+    assert main(["train", "text", "--data", str(table), "--text-col", "body", "--label-col", "topic",
+                 "--model", "lstm", "--config", str(tiny_lstm), "--max-len", "40", "--out", str(run), *FAST]) == 0
+    predictor = get_task("text").predictor(Run(run))
+    rng = random.Random(1)
+    texts = [t for t, _ in _docs(150, seed=2)] + ["", "x", "goal " * 30]       # empty, one character, cut at 40
+    rng.shuffle(texts)
+    inputs = read_texts(predictor.run, predictor.reader, texts)
+    bucketed = predictor.logits(texts)                                    # sorted by length, batches, packed
+    alone = torch.cat([predictor.logits([t]) for t in texts])            # one document at a time
+    small = predict_logits(predictor.model, inputs, predictor.device, batch_size=7)
+    predictor.model.packed = False
+    padded = predict_logits(predictor.model, inputs, predictor.device, bucketing=False)  # the path before
+    for other in (alone, small, padded):
+        assert (bucketed - other).abs().max().item() < 1e-5
+    assert bucketed.argmax(1).tolist() == padded.argmax(1).tolist()
+
+
+def test_lstm_resume_after_interrupt_equals_uninterrupted(table, tiny_lstm, tmp_path, monkeypatch):
+    args = ["train", "text", "--data", str(table), "--text-col", "body", "--label-col", "topic", "--model", "lstm",
+            "--config", str(tiny_lstm), "--batch-size", "16", *FAST]
+    assert_ctrl_c_resume_is_exact(monkeypatch, tmp_path, args, TextJob, at_step=20, time_keys=set(TIME_FIELDS))

@@ -54,17 +54,21 @@ def _valid_keywords(task: Task) -> set[str]:
 
 def _flags(task: Task, settings: dict[str, Any], *, drop: Iterable[str] = ()) -> tuple[dict[str, Any], str | None]:
     """Keyword settings -> (the flags dict the CLI would build, the config file); unknown names are
-    errors that suggest the closest valid one."""
+    errors that suggest the closest valid one, and each value is checked against its setting's
+    declaration (kind, finiteness, range) as a flag is: 'keyword lr must be a positive number'."""
     valid = _valid_keywords(task) - set(drop)
     for key in settings:
         if key not in valid:
             raise unknown_name(f"setting for task '{task.name}'", key, valid)
-    flags = {k: v for k, v in settings.items() if k != "config" and v is not None}
+    declarations = task.declarations()
+    for old, new in task.renamed_settings.items():     # an old keyword is checked as its new name is
+        if new in declarations:
+            declarations[old] = declarations[new]
+    flags = settings_mod.check_layer(declarations, {k: v for k, v in settings.items() if k != "config" and v is not None},
+                                     settings_mod.keyword_source)
     config = settings.get("config")
     if config is not None and not isinstance(config, (str, os.PathLike)):
         raise UserError(f"config must be the path of a TOML file, got {type(config).__name__}")
-    if "model_config" in flags and not isinstance(flags["model_config"], dict):
-        raise UserError("model_config must be a dict of the model's settings, e.g. {'widths': [16, 32, 64]}")
     return flags, (str(config) if config is not None else None)
 
 

@@ -18,22 +18,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common_train_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="data set name (see 'deepskeptic datasets') or path")
-    parser.add_argument("--epochs", type=int, help="passes over the training data")
-    parser.add_argument("--time-budget", type=float, help="seconds of training; the LR schedule spans them")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (auto)")
+    """The flags of the shared settings that have one (settings.COMMON_SETTINGS: each flag parsed and
+    checked against its declaration), and --config."""
+    from deepskeptic.settings import COMMON_SETTINGS
+    for setting in COMMON_SETTINGS.values():
+        if setting.help is not None:
+            setting.add_flag(parser)
     parser.add_argument("--config", dest="config_file", help="TOML file of settings (flags override it)")
-    parser.add_argument("--out", help="output folder")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--batch-size", type=int, help="examples per step")
-    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar and per-epoch lines on stderr (default on)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deepskeptic.settings import COMMON_SETTINGS
     from deepskeptic.tasks import TASKS
+    from deepskeptic.tasks.base import GENERATE_SETTINGS
     parser = _Parser(prog="deepskeptic", description="Deep networks next to the baselines they must beat.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -51,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     for task in TASKS.values():
         tp = tasks.add_parser(task.name, help=task.description)
         _common_train_flags(tp)
-        tp.add_argument("--model", help=f"one of: {', '.join(task.model_names())}")
-        tp.add_argument("--seed", type=int, help="random seed (0)")
+        COMMON_SETTINGS["model"].add_flag(tp, help=f"one of: {', '.join(task.model_names())}")
+        COMMON_SETTINGS["seed"].add_flag(tp, help="random seed (0)")
         task.add_arguments(tp)
 
     p = sub.add_parser("compare", help="every model on the same data, budget and seeds")
@@ -62,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         _common_train_flags(tp)
         tp.add_argument("--models", help=f"comma-separated (default: {','.join(task.default_models)})")
         tp.add_argument("--seeds", type=int, default=3, help="seeds per model (3)")
+        tp.add_argument("--jobs", type=int, default=1,
+                        help="train the runs in N local processes: each gets cores/N threads, or one GPU (1)")
+        tp.add_argument("--ray", metavar="ADDRESS",
+                        help="train the runs as tasks on the Ray cluster at ADDRESS ('auto': this machine's, "
+                             "or a local one); --out must be on storage the cluster shares")
         task.add_arguments(tp)
 
     p = sub.add_parser("evaluate", help="recompute a run's test metrics, on its own data or --data")
@@ -78,12 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate text or images from a trained run")
     p.add_argument("run")
-    p.add_argument("--prime", default="", help="text to start from")
-    p.add_argument("--length", type=int, default=500, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: all)")
-    p.add_argument("--n", type=int, default=1, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    for setting in GENERATE_SETTINGS.values():    # --prime, --length, --temperature, --top-k, --n, --seed
+        setting.add_flag(p, default=setting.default)
     p.add_argument("--out", help="folder for generated files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -107,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="re-render report.html of a run or comparison folder")
     p.add_argument("folder")
+
+    p = sub.add_parser("serve", help="a REST API and a web page for trained runs")
+    p.add_argument("folders", nargs="*", metavar="RUN_OR_COMPARE_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $DEEPSKEPTIC_TOKEN)")
+    p.add_argument("--max-batch", type=int, default=32, help="inputs per batched predictor call (32)")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, help="how long a request waits for others to batch with (5)")
+    p.add_argument("--watch", metavar="FOLDER", help="also list the runs in FOLDER, training or finished, with learning curves")
     return parser
 
 
@@ -180,8 +187,8 @@ def cmd_compare(args) -> int:
     task = get_task(args.task)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(task.models_for(args.data))
     out = Path(args.out or f"runs/compare-{task.name}-{Path(str(args.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    flags = _flags(args, {"command", "task", "models", "seeds", "out", "config_file"})
-    summary = run_comparison(task, flags, args.config_file, models, args.seeds, out)
+    flags = _flags(args, {"command", "task", "models", "seeds", "out", "config_file", "jobs", "ray"})
+    summary = run_comparison(task, flags, args.config_file, models, args.seeds, out, jobs=args.jobs, ray=args.ray)
     metric = summary["metric"]
     for model, s in summary["models"].items():
         print(f"{model:<10} {metric} {s[f'{metric}_mean']:.4f} ± {s[f'{metric}_std']:.4f}  "
@@ -273,25 +280,56 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from deepskeptic.serve import serve
+    return serve(args.folders, host=args.host, port=args.port, token=args.token, max_batch=args.max_batch,
+                 max_delay_ms=args.max_delay_ms, watch=args.watch)
+
+
 COMMANDS = {"datasets": cmd_datasets, "models": cmd_models, "train": cmd_train, "compare": cmd_compare,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain, "generate": cmd_generate, "translate": cmd_translate, "export": cmd_export,
-            "report": cmd_report}
+            "report": cmd_report, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
     from deepskeptic.engine import Interrupted
+    from deepskeptic.errors import os_error_message, printable
+
+    def say(line: str) -> None:       # one line: a file name cannot forge a second one
+        print(printable(line), file=sys.stderr)
+
     try:
+        from deepskeptic import schema
+        from deepskeptic.tasks import TASKS
+        schema.use_tasks(TASKS)       # run folders read back are checked against the tasks' declarations
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 2
     except Interrupted as exc:
-        print(f"interrupted: checkpoint saved; continue with 'deepskeptic train --resume {exc}'", file=sys.stderr)
+        say(f"interrupted: checkpoint saved; continue with 'deepskeptic train --resume {exc}'")
         return 130
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        say("interrupted")
         return 130
+    except BrokenPipeError:
+        # stdout was piped into a program that stopped reading (`| head`): stop quietly, and point
+        # stdout at /dev/null so that flushing it at exit does not complain again.
+        try:
+            import os
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141                    # 128 + SIGPIPE, what a shell reports for a program stopped so
+    except OSError as exc:            # no space left, permission denied, ...: the file and why
+        say(f"error: {os_error_message(exc)}")
+        return 2
+    except MemoryError:
+        say("error: out of memory: the input or the settings ask for more memory than this machine has "
+            "(a smaller --batch-size, --image-size or data set helps)")
+        return 2
 
 
 if __name__ == "__main__":

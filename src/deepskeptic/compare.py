@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from deepskeptic.errors import UserError
+from deepskeptic.fairness import (FAIR_MARGIN, IMPROVING_EPOCHS, IMPROVING_MIN, MIN_EPOCHS, THROUGHPUT_RATIO,
+                                  distortion_sentence, model_fairness, starved_clause)
 from deepskeptic.fileio import atomic_write_json, atomic_write_text, read_json
 from deepskeptic.models import registry
 from deepskeptic.reports.html import Report
@@ -21,34 +23,43 @@ from deepskeptic.training import rename_settings, resolve_settings, train
 
 
 def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, models: list[str],
-                   seeds: int, out: Path) -> dict:
-    """Train every (model, seed) into ``out`` and write summary.json and report.html there."""
+                   seeds: int, out: Path, *, jobs: int = 1, ray: str | None = None,
+                   threads_per_job: int | None = None) -> dict:
+    """Train every (model, seed) into ``out`` and write summary.json and report.html there.
+
+    ``jobs`` > 1 trains the runs in that many local processes, ``ray`` (an address or 'auto') as
+    tasks on a Ray cluster (deepskeptic.parallel); ``threads_per_job`` fixes their CPU threads
+    (default: the cores' share per job). Complete runs are kept, unfinished ones resumed."""
+    import copy
+
+    from deepskeptic import parallel
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     if not models:
         raise UserError("--models is empty; name at least one model")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise UserError(f"--jobs must be a whole number of processes, at least 1, got {jobs!r}")
+    if ray is not None and jobs > 1:
+        raise UserError("--jobs and --ray cannot be combined: Ray schedules the runs over its cluster itself")
+    if ray is not None:
+        parallel.import_ray()  # a missing extra fails before any data is read
     # Resolve every model's settings first: unknown names and bad settings fail before any training.
     resolved = {(m, k): resolve_settings(task, {**flags, "model": m, "seed": k}, config_file)
                 for m in models for k in range(_seeds_for(task, m, seeds))}
     for (model, seed), model_settings in resolved.items():  # runs kept from before must match
         _check_reusable(task, out / f"{model}-seed{seed}", model_settings)
-    prepared = task.prepare(resolved[(models[0], 0)])  # once: every run sees the same data
+    prepare_settings = copy.deepcopy(resolved[(models[0], 0)])  # every run sees the same data
+    prepared = task.prepare(resolved[(models[0], 0)])  # here too when the runs go elsewhere: errors first
     out.mkdir(parents=True, exist_ok=True)
-    for model in models:
-        for seed in range(_seeds_for(task, model, seeds)):
-            run_dir = out / f"{model}-seed{seed}"
-            if (run_dir / "metrics.json").is_file():
-                continue
-            model_settings = resolved[(model, seed)]
-            print(f"== {model}, seed {seed} -> {run_dir}", flush=True)
-            if run_dir.exists() and (run_dir / "config.json").is_file():
-                train(task, rename_settings(task, Run(run_dir).config["settings"], "run"), prepared=prepared,
-                      resume=Run(run_dir))
-            else:
-                if run_dir.exists():
-                    for leftover in run_dir.iterdir():  # a run killed before writing its config
-                        leftover.unlink() if leftover.is_file() else None
-                train(task, model_settings, prepared=prepared, out=run_dir)
+    specs = [parallel.RunSpec(model, seed, settings, str(out / f"{model}-seed{seed}"))
+             for (model, seed), settings in resolved.items()
+             if not (out / f"{model}-seed{seed}" / "metrics.json").is_file()]
+    if ray is not None:
+        parallel.run_ray(task, specs, prepare_settings, ray, threads_per_job)
+    elif jobs > 1:
+        parallel.run_local(task, specs, prepare_settings, jobs, threads_per_job)
+    else:
+        parallel.run_sequential(task, specs, prepared)
     summary = summarise(task, out, models, seeds)
     atomic_write_json(out / "summary.json", summary)
     write_comparison_report(task, out, summary)
@@ -60,7 +71,7 @@ def _check_reusable(task: Task, run_dir: Path, settings: dict[str, Any]) -> None
     same data, model, seed and budget; anything else is an error, never a silent mix."""
     if not (run_dir / "config.json").is_file():
         return
-    config = Run.open(run_dir, complete=False).config
+    config = Run.open(run_dir, task=task.name, complete=False).config
     if config.get("task") != task.name:
         raise UserError(f"{run_dir} is a run of task '{config.get('task')}', not '{task.name}': choose another --out")
     old = config.get("settings", {})
@@ -95,6 +106,7 @@ def summarise(task: Task, out: Path, models: list[str], seeds: int) -> dict:
             "params": metrics[0]["params"], "flops_per_example": metrics[0].get("flops_per_example"),
             "train_seconds_mean": statistics.fmean(m["train_seconds"] for m in metrics),
             "epochs_mean": statistics.fmean(m["epochs"] for m in metrics),
+            **model_fairness(task, runs),   # starved, fair budget, speeds, load (deepskeptic.fairness)
             "runs": [str(r) for r in runs],
         }
     return {"task": task.name, "metric": metric, "higher_is_better": task.higher_is_better,
@@ -103,7 +115,9 @@ def summarise(task: Task, out: Path, models: list[str], seeds: int) -> dict:
 
 
 def verdicts(task: Task, per_model: dict[str, Any], seeds: int) -> list[str]:
-    """One sentence per deep model: does it beat each simpler model by more than the seed spread?"""
+    """One sentence per deep model: does it beat each simpler model by more than the seed spread?
+    Under a time budget it says when a model was starved (too few epochs, or still improving) and
+    when the runs' speeds show the machine's load distorted the comparison."""
     metric = task.primary_metric
     sign = 1 if task.higher_is_better else -1
     deep = [m for m, s in per_model.items() if s["role"] == "deep"]
@@ -128,9 +142,14 @@ def verdicts(task: Task, per_model: dict[str, Any], seeds: int) -> list[str]:
             else:
                 parts.append(f"is within the seed spread of {label} (gap {gap:+.4g}, spread {spread:.4g})")
         if parts:
-            sentences.append(f"{d} ({metric} {per_model[d][f'{metric}_mean']:.4g}) " + "; ".join(parts) + ".")
+            sentence = f"{d} ({metric} {per_model[d][f'{metric}_mean']:.4g}) " + "; ".join(parts) + "."
+            starved = [m for m in (d, *references) if per_model[m].get("starved")]
+            sentences.append(" ".join([sentence, *(starved_clause(m, per_model[m]) for m in starved)]))
     if seeds < 2 and sentences:
         sentences.append("With one seed no verdict is stated: run --seeds 3 or more to measure the spread.")
+    distorted = distortion_sentence(per_model)
+    if distorted:
+        sentences.append(distorted)
     return sentences
 
 
@@ -139,12 +158,17 @@ def write_comparison_report(task: Task, out: Path, summary: dict) -> None:
     report = Report(f"compare {task.name}: {', '.join(summary['models'])}")
     report.heading("Verdict")
     for sentence in summary["verdicts"]:
-        report.parts.append(f'<div class="verdict">{sentence}</div>')
-    report.table(["model", "role", f"{metric} mean", "std", "params", "FLOPs/example", "train s", "epochs"],
-                 [[m, s["role"], s[f"{metric}_mean"], s[f"{metric}_std"], s["params"], s["flops_per_example"] or "",
-                   s["train_seconds_mean"], s["epochs_mean"]] for m, s in summary["models"].items()])
-    report.paragraph(f"{summary['seeds']} seed(s) per model; mean ± standard deviation over seeds.", "muted")
+        report.verdict(sentence)
     models = summary["models"]
+    budgeted = any(s.get("time_budget") is not None for s in models.values())
+    report.table(["model", "role", f"{metric} mean", "std", "params", "FLOPs/example", "train s", "epochs",
+                  *(["starved"] if budgeted else [])],
+                 [[m, s["role"], s[f"{metric}_mean"], s[f"{metric}_std"], s["params"], s["flops_per_example"] or "",
+                   s["train_seconds_mean"], s.get("epochs_seen_mean", s["epochs_mean"]),
+                   *([("yes" if s.get("starved") else "no")] if budgeted else [])] for m, s in models.items()])
+    report.paragraph(f"{summary['seeds']} seed(s) per model; mean ± standard deviation over seeds.", "muted")
+    if budgeted:
+        _fairness_section(report, models)
     flops = {m: (s["flops_per_example"], s[f"{metric}_mean"], s[f"{metric}_std"])
              for m, s in models.items() if s["flops_per_example"]}
     if flops:
@@ -161,3 +185,23 @@ def write_comparison_report(task: Task, out: Path, summary: dict) -> None:
     report.heading("Runs")
     report.table(["model", "run folders"], [[m, ", ".join(Path(r).name for r in s["runs"])] for m, s in models.items()])
     atomic_write_text(out / "report.html", report.render())
+
+
+def _fairness_section(report: Report, models: dict[str, Any]) -> None:
+    """Did every model get a fair share of the budget? Epochs, speed per seed, starved, load."""
+    report.heading("Budget and load")
+    rows = []
+    for m, s in models.items():
+        speeds = ", ".join(f"{v:.3g}" if v else "-" for v in s.get("throughput_values", []))
+        rows.append([m, s.get("epochs_seen_mean", s["epochs_mean"]), f"{speeds} {s.get('throughput_unit') or ''}/s",
+                     s.get("starved_reason") or "no", s.get("fair_budget_s") or "",
+                     "; ".join(f"seed {r['seed']}: {r['ratio']:.1f}x its other seeds" for r in s.get("load_distorted", []))
+                     or "no", s.get("oversubscribed_runs", 0)])
+    report.table(["model", "epochs seen (mean)", "speed per seed", "starved", "fair budget s",
+                  "speed distorted by load", "runs started oversubscribed"], rows)
+    report.paragraph(f"Starved: fewer than {MIN_EPOCHS} epochs within the budget, or the validation metric's best "
+                     f"of the last {IMPROVING_EPOCHS} epochs beat every earlier epoch by more than "
+                     f"{IMPROVING_MIN:.0%}. The fair budget is {MIN_EPOCHS} epochs (or twice the epochs seen, when "
+                     f"still improving) at the measured seconds per epoch, plus {FAIR_MARGIN - 1:.0%}. A run's speed "
+                     f"is distorted when it differs from its other seeds' median by more than {THROUGHPUT_RATIO:g}x.",
+                     "muted")

@@ -9,12 +9,11 @@ the loaded torch.export program) on those inputs, compares with PyTorch and fail
 """
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,6 +39,9 @@ class Graph:
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)  # name -> {axis: "batch" | "time" ...}
     sidecar: dict[str, Any] = field(default_factory=dict)            # classes, vocabulary, features, ...
     description: str = ""                       # what goes in and what comes out, in words
+    # more real inputs of other sizes the export is also checked on: a shorter time axis, say, since
+    # one example of the same length does not show that a "time" axis really is dynamic
+    checks: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
 
 
 def _outputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
@@ -53,7 +55,8 @@ def _shape(tensor: torch.Tensor, axes: dict[int, str]) -> list[Any]:
     return [axes.get(i, size) for i, size in enumerate(tensor.shape)]
 
 
-def _write_onnx(graph: Graph, path: Path) -> None:
+def _write_onnx(graph: Graph, path: Path) -> dict[str, dict[int, str]]:
+    """Write ``graph`` as ONNX; returns its inputs' dynamic axes (all of graph.dynamic's)."""
     import io
     dynamic = {name: {axis: label for axis, label in axes.items()} for name, axes in graph.dynamic.items()}
     buf = io.BytesIO()
@@ -65,40 +68,59 @@ def _write_onnx(graph: Graph, path: Path) -> None:
                           output_names=graph.output_names, dynamic_axes=dynamic, opset_version=17,
                           dynamo=False)
     atomic_write_bytes(path, buf.getvalue())
+    return {name: dict(axes) for name, axes in graph.dynamic.items() if name in graph.input_names}
 
 
-def _run_onnx(path: Path, graph: Graph, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+def _open_onnx(path: Path, graph: Graph) -> Callable[[tuple[torch.Tensor, ...]], list[np.ndarray]]:
+    """The written file in an onnxruntime session: inputs -> outputs."""
     import onnxruntime
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {name: t.cpu().numpy() for name, t in zip(graph.input_names, inputs)}
-    return session.run(graph.output_names, feed)
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+        feed = {name: t.cpu().numpy() for name, t in zip(graph.input_names, inputs)}
+        return session.run(graph.output_names, feed)
+    return run
 
 
-def _write_torch_export(graph: Graph, path: Path) -> None:
-    dims: dict[str, Any] = {}
+def _write_torch_export(graph: Graph, path: Path) -> dict[str, dict[int, str]]:
+    """Write ``graph`` as a torch.export program; returns the inputs' axes that stayed dynamic.
+
+    The batch axis must stay dynamic (an error otherwise); other axes (time) may be fixed at the
+    example's size where the traced code needs it: torch.export traces nn.LSTM step by step, so an
+    LSTM's time axis becomes the example's length (the sidecar's shapes then say so)."""
+    import io
     shapes = []
-    for name, tensor in zip(graph.input_names, graph.inputs):
+    for name in graph.input_names:
         axes = graph.dynamic.get(name, {})
-        shapes.append({axis: dims.setdefault(label, torch.export.Dim.DYNAMIC) for axis, label in axes.items()} or None)
+        shapes.append({axis: torch.export.Dim.DYNAMIC if label == "batch" else torch.export.Dim.AUTO
+                       for axis, label in axes.items()} or None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(graph.module, graph.inputs, dynamic_shapes=tuple(shapes))
-    import io
     buf = io.BytesIO()
     torch.export.save(program, buf)
     atomic_write_bytes(path, buf.getvalue())
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+    values = {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
+    kept = {}
+    for name, spec_name in zip(graph.input_names, program.graph_signature.user_inputs):
+        shape = getattr(values.get(spec_name), "shape", ())
+        kept[name] = {axis: label for axis, label in graph.dynamic.get(name, {}).items()   # a SymInt may be
+                      if axis < len(shape) and not is_concrete_int(shape[axis])}             # specialized to an int
+    return kept
 
 
-def _run_torch_export(path: Path, graph: Graph, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+def _open_torch_export(path: Path, graph: Graph) -> Callable[[tuple[torch.Tensor, ...]], list[np.ndarray]]:
+    """The written file loaded back as a program (once: loading takes seconds): inputs -> outputs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.load(str(path))       # the file this function has just written
-    return _outputs(program.module(), inputs)
+        module = torch.export.load(str(path)).module()       # the file export_run has just written
+    return lambda inputs: _outputs(module, inputs)
 
 
-WRITERS = {"onnx": (_write_onnx, _run_onnx), "torch-export": (_write_torch_export, _run_torch_export)}
+WRITERS = {"onnx": (_write_onnx, _open_onnx), "torch-export": (_write_torch_export, _open_torch_export)}
 
 
 def parity(expected: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
@@ -125,6 +147,26 @@ def _first(tensor: torch.Tensor, axes: dict[int, str]) -> torch.Tensor:
     return tensor
 
 
+def _fits(graph: Graph, dynamic: dict[str, dict[int, str]], inputs: tuple[torch.Tensor, ...]) -> bool:
+    """Whether ``inputs`` have the example's size on every axis the written file fixed."""
+    for name, tensor, example in zip(graph.input_names, inputs, graph.inputs):
+        for axis in range(example.ndim):
+            if axis not in dynamic.get(name, {}) and tensor.shape[axis] != example.shape[axis]:
+                return False
+    return True
+
+
+def _examples(graph: Graph, extra: list[tuple[torch.Tensor, ...]]) -> int:
+    """Examples the parity check ran: the batch, its first example alone and the ``extra`` checks."""
+    def batch(inputs: tuple[torch.Tensor, ...]) -> int:
+        for name, tensor in zip(graph.input_names, inputs):
+            for axis, label in graph.dynamic.get(name, {}).items():
+                if label == "batch":
+                    return int(tensor.shape[axis])
+        return 1
+    return batch(graph.inputs) + 1 + sum(batch(inputs) for inputs in extra)
+
+
 def _check_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,38 +188,56 @@ def export_run(task, run: Run, format: str = "onnx", out: str | Path | None = No
         raise UserError(f"model '{model}' of task '{task.name}' is fitted in one step ({spec.description}), "
                         f"not a network: there is no graph to export; use 'deepskeptic predict {run.path}' "
                         f"or deepskeptic.load(...).predict(...) instead")
-    out = Path(out) if out is not None else run.path / "export"
+    out = Path(out) if out is not None else run.inside("export")
     _check_out(out)
     graphs = task.export_graphs(run)
-    write, execute = WRITERS[format]
+    write, open_file = WRITERS[format]
     sidecars = {}
     for graph in graphs:
         graph.module.eval()
         path = out / f"{graph.name}{FORMATS[format]}"
         expected = _outputs(graph.module, graph.inputs)
         try:
-            write(graph, path)
+            dynamic = write(graph, path)                   # the inputs' axes that stayed dynamic
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - an exporter failure is a bug report, said in one line
             raise RuntimeError(f"exporting {task.name}/{model} graph '{graph.name}' as {format} failed: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        got = execute(path, graph, graph.inputs)
-        check = parity(expected, got)
+        run_file = open_file(path, graph)
+
+        def execute(inputs: tuple[torch.Tensor, ...], what: str) -> list[np.ndarray]:
+            try:
+                return run_file(inputs)
+            except Exception as exc:  # noqa: BLE001 - the written file refuses inputs the model takes
+                path.unlink(missing_ok=True)
+                shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in zip(graph.input_names, inputs))
+                raise UserError(f"the exported {graph.name} ({format}) does not run on {what} ({shapes}): "
+                                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}; "
+                                f"{path.name} was not kept. Try --format "
+                                f"{'torch-export' if format == 'onnx' else 'onnx'}") from None
+
+        check = parity(expected, execute(graph.inputs, "the example batch"))
         # the batch axis really is dynamic: one example alone gives the same numbers as in the batch
         single = tuple(_first(t, graph.dynamic.get(n, {})) for n, t in zip(graph.input_names, graph.inputs))
-        single_check = parity(_outputs(graph.module, single), execute(path, graph, single))
-        worst = max(check["max_rel_diff"], single_check["max_rel_diff"])
+        checks = [check, parity(_outputs(graph.module, single), execute(single, "one example alone"))]
+        extra = [inputs for inputs in graph.checks if _fits(graph, dynamic, inputs)]
+        checks += [parity(_outputs(graph.module, inputs), execute(inputs, "examples of another size"))
+                   for inputs in extra]
+        worst = max(c["max_rel_diff"] for c in checks)
+        labels = {label for axes in dynamic.values() for label in axes.values()}   # still dynamic somewhere
+        shown = {**{n: {a: l for a, l in graph.dynamic.get(n, {}).items() if l in labels} for n in graph.output_names},
+                 **dynamic}
         sidecar = {
             "format": format, "file": path.name, "graph": graph.name, "description": graph.description,
             "task": task.name, "model": model, "run": str(run.path),
-            "inputs": [{"name": n, "shape": _shape(t, graph.dynamic.get(n, {})), "dtype": str(t.dtype).replace("torch.", "")}
+            "inputs": [{"name": n, "shape": _shape(t, shown.get(n, {})), "dtype": str(t.dtype).replace("torch.", "")}
                        for n, t in zip(graph.input_names, graph.inputs)],
-            "outputs": [{"name": n, "shape": _shape(torch.from_numpy(np.asarray(e)), graph.dynamic.get(n, {})),
+            "outputs": [{"name": n, "shape": _shape(torch.from_numpy(np.asarray(e)), shown.get(n, {})),
                          "dtype": str(np.asarray(e).dtype)} for n, e in zip(graph.output_names, expected)],
             **graph.sidecar,
-            "parity": {"max_abs_diff": max(check["max_abs_diff"], single_check["max_abs_diff"]),
-                       "max_rel_diff": worst, "tolerance": TOLERANCE, "examples": int(graph.inputs[0].shape[0]),
+            "parity": {"max_abs_diff": max(c["max_abs_diff"] for c in checks),
+                       "max_rel_diff": worst, "tolerance": TOLERANCE, "examples": _examples(graph, extra),
                        "checked_with": "onnxruntime" if format == "onnx" else "torch.export.load"},
             "metrics": {k: v for k, v in run.metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)},
             "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -185,9 +245,9 @@ def export_run(task, run: Run, format: str = "onnx", out: str | Path | None = No
         if not worst <= TOLERANCE:
             path.unlink(missing_ok=True)
             raise UserError(f"the exported {graph.name} differs from PyTorch by {worst:.3g} (relative), more than "
-                            f"the tolerance {TOLERANCE:g}; nothing was written. Try --format "
+                            f"the tolerance {TOLERANCE:g}; {path.name} was not kept. Try --format "
                             f"{'torch-export' if format == 'onnx' else 'onnx'}")
-        atomic_write_json(out / f"{graph.name}.json", sidecar)
+        atomic_write_json(out / f"{graph.name}.json", json_safe(sidecar))   # NaN metrics as null: valid JSON
         sidecars[graph.name] = sidecar
     return sidecars
 

@@ -1,13 +1,16 @@
 """Run folders: config.json, history.jsonl, metrics.json, model.safetensors, checkpoint/, report.html.
 
 A run is complete when metrics.json exists; it is written last, atomically, after the weights.
+Everything read back is checked first (deepskeptic.schema): a folder the user edited or damaged is
+one line naming the file, never a traceback. A process writing the folder holds its lock (.lock).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,14 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from deepskeptic._version import __version__
+from deepskeptic import schema
+from deepskeptic.checkpoint import weights_mismatch
 from deepskeptic.errors import UserError
-from deepskeptic.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from deepskeptic.fileio import (LOCK_NAME, CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                folder_lock, json_depth_error, read_bytes, read_json)
+
+MAX_HISTORY_BYTES = 256 * 2**20     # history.jsonl: a line per epoch, a few hundred bytes each
+MAX_WEIGHTS_BYTES = schema.MAX_PARAMS * 8
 
 
 def versions() -> dict[str, str]:
@@ -69,8 +78,12 @@ class Run:
 
     @classmethod
     def create(cls, path: str | Path) -> "Run":
+        """A new run in ``path``, which must not exist or be empty (its lock file aside: take
+        ``Run(path).lock()`` first, so that the check and the first write are one step)."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"output folder {path} exists and is a file; choose another --out")
+        if path.exists() and any(p.name != LOCK_NAME for p in path.iterdir()):
             raise UserError(f"output folder {path} already exists and is not empty; choose another --out "
                             f"or continue it with --resume {path}")
         path.mkdir(parents=True, exist_ok=True)
@@ -78,38 +91,112 @@ class Run:
 
     @classmethod
     def open(cls, path: str | Path, task: str | None = None, complete: bool = True) -> "Run":
+        """An existing run, its config.json checked (and metrics.json and history.jsonl, when
+        ``complete``)."""
         run = cls(path)
         if not run.path.is_dir():
             raise UserError(f"run folder {run.path} does not exist; give the folder a 'train' command wrote")
-        if not run.config_path.is_file():
+        if not run.config_path.exists():
             raise UserError(f"{run.path} is not a deepskeptic run folder (it has no config.json)")
-        try:
-            config = run.config
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{run.config_path} is corrupt; this run cannot be used") from None
-        if task is not None and config.get("task") != task:
-            raise UserError(f"{run.path} is a run of task '{config.get('task')}', not '{task}'")
+        if task is not None:     # the task first: the rest of config.json is checked against it
+            raw = read_json(run.config_path)
+            found = raw.get("task") if isinstance(raw, dict) else None
+            if found != task:
+                raise UserError(f"{run.path} is a run of task {found!r}, not '{task}'")
+        run.config  # noqa: B018 - checked
         if complete and not run.is_complete:
             raise UserError(f"run {run.path} did not finish training; continue it with "
                             f"'deepskeptic train --resume {run.path}'")
+        if complete:            # checked now, before any work is done with the run
+            run.metrics  # noqa: B018
+            run.history()
         return run
+
+    def _checked(self, path: Path, check) -> Any:
+        """The JSON in ``path`` after ``check(value, where)``; the check runs again only when the
+        file changes. Dicts inside are FileDicts: a missing key names the file."""
+        where = str(path)
+        value = read_json(path)
+        try:
+            st = os.stat(path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        cache = self.__dict__.setdefault("_valid", {})
+        if key is None or cache.get(path.name) != key:
+            check(value, where)
+            cache[path.name] = key
+        return schema.strict(value, where)
 
     @property
     def config(self) -> dict[str, Any]:
-        return read_json(self.config_path)
+        return self._checked(self.config_path, schema.check_config)
+
+    @property
+    def task_name(self) -> str:
+        return self.config["task"]
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return read_json(self.metrics_path)
+        primary = schema.primary_metric(self.task_name)
+        if not self.metrics_path.exists():
+            raise UserError(f"run {self.path} has no metrics.json: it did not finish training; continue it "
+                            f"with 'deepskeptic train --resume {self.path}'")
+        check = schema.metrics_schema(self.task_name, primary)
+        return self._checked(self.metrics_path, lambda value, where: schema.validate(value, check, where))
 
     @property
     def is_complete(self) -> bool:
-        return self.metrics_path.is_file()
+        return self.metrics_path.exists()      # (whether it is valid is for reading it to say)
 
     def history(self) -> list[dict]:
-        if not self.history_path.is_file():
+        """history.jsonl, one object per epoch (an empty list before the first epoch)."""
+        if not self.history_path.exists():
             return []
-        return [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
+        where = str(self.history_path)
+        try:
+            text = read_bytes(self.history_path, MAX_HISTORY_BYTES, "history").decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptFile(f"{where} is corrupt: not UTF-8 text; {schema.AGAIN}") from None
+        out = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            problem = json_depth_error(line, 8)
+            try:
+                record = json.loads(line) if problem is None else None
+            except (ValueError, RecursionError):
+                problem = "not valid JSON"
+            if problem is None:
+                problem = schema.history_line(record, "")
+            if problem:
+                raise CorruptFile(f"{where} is not valid: line {n}: {problem}; {schema.AGAIN}")
+            out.append(schema.strict(record, f"{where} line {n}"))
+        return out
+
+    # --- writing ---
+    def lock(self) -> contextlib.AbstractContextManager[Path]:
+        """Hold the run folder against other processes while the body writes it (see
+        fileio.folder_lock): a second `train` into the same --out, or a second --resume of the
+        run, is refused with one line naming the process that holds it."""
+        return folder_lock(self.path, "run folder")
+
+    def inside(self, name: str, create: bool = True) -> Path:
+        """The folder ``name`` (e.g. explain, export) inside the run, refusing one that is a
+        symbolic link or otherwise leads out of the run: commands write only inside their run."""
+        folder = self.path / name
+        if folder.is_symlink():
+            raise UserError(f"{folder} is a symbolic link; remove it (deepskeptic writes only inside the run "
+                            f"folder) or give --out")
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} exists and is not a folder; remove it or give --out")
+        real_run = os.path.realpath(self.path)
+        real = os.path.realpath(folder)
+        if os.path.commonpath([real_run, real]) != real_run:
+            raise UserError(f"{folder} leads out of the run folder; remove it or give --out")
+        if create:
+            folder.mkdir(exist_ok=True)
+        return folder
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.config_path, config)
@@ -134,22 +221,31 @@ class Run:
         atomic_write_bytes(self.model_path, st_save(tensors, metadata=metadata))
 
     def load_weights(self, modules: dict[str, nn.Module] | nn.Module) -> None:
+        """Load model.safetensors into ``modules``; the tensors' names, shapes and dtypes must be
+        exactly the modules' (a wrong dtype is refused, not cast)."""
         if isinstance(modules, nn.Module):
             modules = {"": modules}
         try:
-            tensors = st_load(self.model_path.read_bytes())
-        except Exception as exc:  # safetensors raises its own error types
-            raise UserError(f"{self.model_path} is missing or corrupt ({exc})") from None
+            data = read_bytes(self.model_path, MAX_WEIGHTS_BYTES, "weights file")
+            tensors = st_load(data)
+        except UserError as exc:
+            raise UserError(f"{self.model_path} is missing or unreadable ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"{self.model_path} is corrupt ({reason}); train the run again") from None
+        expected = {}
         for prefix, module in modules.items():
             start = f"{prefix}." if prefix else ""
-            state = {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
-            try:
-                module.load_state_dict(state)
-            except RuntimeError as exc:   # missing, unexpected or mis-shaped tensors
-                first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-                raise UserError(f"the weights in {self.model_path} do not fit the model this version of "
-                                f"deepskeptic builds for the run ({first}); the run was probably made by an "
-                                f"older version: train it again") from None
+            expected.update({start + k: v for k, v in module.state_dict().items()})
+        problem = weights_mismatch(expected, tensors)
+        if problem:
+            raise UserError(f"the weights in {self.model_path} do not fit the model config.json describes "
+                            f"({problem}); the files were edited, or the run was made by another version: "
+                            f"train it again")
+        for prefix, module in modules.items():
+            start = f"{prefix}." if prefix else ""
+            module.load_state_dict({k[len(start):]: v for k, v in tensors.items() if k.startswith(start)})
 
     def write_report(self, html: str) -> None:
         atomic_write_text(self.report_path, html)
+

@@ -14,6 +14,7 @@ from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.runs import Run, default_run_dir, device_name, resolve_device, versions
 from deepskeptic.tasks.base import Task
+from deepskeptic.threads import apply_threads
 
 
 def rename_settings(task: Task, settings: dict[str, Any], where: str) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def resolve_settings(task: Task, flags: dict[str, Any], config_file: str | None)
         raise UserError(f"no model given; pass --model, one of: {', '.join(task.model_names())}")
     spec = registry.spec(task.name, model)  # unknown model -> error with the closest name
     resolved = settings_mod.resolve(defaults, spec.train_defaults, config, flags,
-                                    config_name=str(config_file or "settings"))
+                                    config_name=str(config_file or "settings"), declarations=task.declarations())
     resolved["model"] = model
     if resolved["epochs"] is None and resolved["time_budget"] is None:
         resolved["epochs"] = task.default_epochs
@@ -60,39 +61,45 @@ def train(task: Task, settings: dict[str, Any], *, prepared: Any = None, out: st
           resume: Run | None = None) -> Run:
     """Train and evaluate one model; returns the completed run folder."""
     device = resolve_device(settings["device"])
+    threads = apply_threads(settings.get("threads"),  # before the data: decoding uses them too
+                            previous=resume.config.get("threads") if resume is not None else None)
     torch.manual_seed(settings["seed"])
     if prepared is None:
         prepared = task.prepare(settings)
     job, info = task.build(settings, prepared, device)
     if resume is None:
         out = out or settings.get("out") or default_run_dir("runs", task.name, settings["data"], settings["model"])
-        run = Run.create(out)
-        run.write_config({"task": task.name, "settings": settings, **info, "device": str(device),
-                          "device_name": device_name(device), "versions": versions(),
-                          "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    else:
-        run = resume
-    job.run_path = run.path
-    loop = LoopSettings(epochs=settings["epochs"], time_budget=settings["time_budget"],
-                        warmup=settings["warmup"], schedule=settings["schedule"], progress=settings["progress"])
-    history = fit(job, loop, seed=settings["seed"], device=device, checkpoint_dir=run.checkpoint_dir,
-                  amp=settings["amp"], cpu_bf16=settings["cpu_bf16"], on_epoch=run.write_history,
-                  resume=resume is not None and (run.checkpoint_dir / "state.safetensors").is_file())
-    run.write_history(history)
-    run.save_weights(job.modules)
-    metrics = task.finish(run, job, prepared, settings, device)
-    metrics.update({
-        "train_seconds": round(history[-1]["train_seconds"], 3) if history else 0.0,
-        "epochs": len(history),
-        "params": sum(registry.count_params(m) for m in job.modules.values()),
-        "device": device_name(device),
-        "seed": settings["seed"],
-        "model": settings["model"],
-        "data": str(settings["data"]),
-    })
-    metrics.setdefault("flops_per_example", info.get("flops_per_example"))
-    task.write_report(run, prepared, metrics)
-    run.write_metrics(metrics)  # last: its presence marks the run complete
+    with (Run(out) if resume is None else resume).lock():   # one process writes a run folder at a time
+        if resume is None:
+            run = Run.create(out)                                 # empty, checked under the lock
+            run.write_config({"task": task.name, "settings": settings, **info, "device": str(device),
+                              "device_name": device_name(device), "threads": threads, "versions": versions(),
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        else:
+            run = resume
+            if run.is_complete:                                   # another process finished it meanwhile
+                raise UserError(f"run {run.path} is already complete; nothing to resume")
+        job.run_path = run.path
+        loop = LoopSettings(epochs=settings["epochs"], time_budget=settings["time_budget"],
+                            warmup=settings["warmup"], schedule=settings["schedule"], progress=settings["progress"])
+        history = fit(job, loop, seed=settings["seed"], device=device, checkpoint_dir=run.checkpoint_dir,
+                      amp=settings["amp"], cpu_bf16=settings["cpu_bf16"], on_epoch=run.write_history,
+                      resume=resume is not None and (run.checkpoint_dir / "state.safetensors").is_file())
+        run.write_history(history)
+        run.save_weights(job.modules)
+        metrics = task.finish(run, job, prepared, settings, device)
+        metrics.update({
+            "train_seconds": round(history[-1]["train_seconds"], 3) if history else 0.0,
+            "epochs": len(history),
+            "params": sum(registry.count_params(m) for m in job.modules.values()),
+            "device": device_name(device),
+            "seed": settings["seed"],
+            "model": settings["model"],
+            "data": str(settings["data"]),
+        })
+        metrics.setdefault("flops_per_example", info.get("flops_per_example"))
+        task.write_report(run, prepared, metrics)
+        run.write_metrics(metrics)  # last: its presence marks the run complete
     return run
 
 

@@ -17,6 +17,8 @@ Pixel conversion rules (folders, ``load_image_files`` and ``convert_image``):
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import urllib.error
@@ -29,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from deepskeptic.data.cache import (MappedImages, build_array, cache_root, files_key, map_chunks, open_array,
+                                    pool_workers, writable_map)
 from deepskeptic.data.idx import read_idx
 from deepskeptic.errors import UserError, unknown_name
 from deepskeptic.fileio import atomic_write_bytes
@@ -45,6 +49,8 @@ FASHION_HOW = ("apt-get install dataset-fashion-mnist, or run 'deepskeptic datas
                "or put the four IDX files in $DEEPSKEPTIC_DATA/fashion-mnist")
 SPLIT_STATE = 0  # fixed random_state for every split: splits never depend on the training seed
 MAX_BAD_FRACTION = 0.01
+PARALLEL_MIN_FILES = 2000  # fewer files decode faster in this process than in a pool started for them
+CHUNK_FILES = 256          # files per task of the decoding pool (the progress bar moves per chunk)
 
 
 @dataclass
@@ -75,7 +81,8 @@ class ImageData:
 
 
 def load_image_data(spec: str, *, image_size: int | None = None, val_split: float = 0.1,
-                    seed: int = 0, limit: int | None = None, unlabelled: bool = False) -> ImageData:
+                    seed: int = 0, limit: int | None = None, unlabelled: bool = False,
+                    mapped: bool = False) -> ImageData:
     """Load 'digits', 'fashion-mnist' or a folder of images, split into train/val/test.
 
     ``image_size`` resizes built-ins too (default: native size; for folders the median of
@@ -84,6 +91,8 @@ def load_image_data(spec: str, *, image_size: int | None = None, val_split: floa
     changes a split. ``limit`` keeps at most that many training images (stratified, fixed).
     ``unlabelled`` also accepts a folder of images without class subfolders, or with one: a single
     class named after the folder (for tasks that need no labels, such as `gan`).
+    A folder is decoded once into the data cache (see ``_decoded``); ``mapped`` leaves its x_*
+    there, as ``MappedImages`` read batch by batch, instead of reading them into memory.
     """
     if not (isinstance(val_split, (int, float)) and 0 <= val_split < 1):
         raise UserError(f"validation split {val_split!r} is out of range: give a fraction in [0, 1), e.g. 0.1")
@@ -104,17 +113,24 @@ def load_image_data(spec: str, *, image_size: int | None = None, val_split: floa
         source = str(Path(spec).resolve())
     if val_split > 0:
         tr, va = _split(y_tr, val_split)
-        x_tr, y_tr, x_va, y_va = x_tr[tr], y_tr[tr], x_tr[va], y_tr[va]
+        x_tr, y_tr, x_va, y_va = _rows(x_tr, tr), y_tr[tr], _rows(x_tr, va), y_tr[va]
     else:
-        x_va, y_va = x_tr[:0], y_tr[:0]
+        x_va, y_va = _rows(x_tr, np.arange(0)), y_tr[:0]
     if limit is not None and limit < len(y_tr):
         keep, _ = _split(y_tr, 1 - limit / len(y_tr), n_first=limit)
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
-    t = [torch.from_numpy(np.ascontiguousarray(a)) for a in (x_tr, y_tr, x_va, y_va, x_te, y_te)]
+        x_tr, y_tr = _rows(x_tr, keep), y_tr[keep]
+    t = [a if mapped and isinstance(a, MappedImages) else
+         torch.from_numpy(np.ascontiguousarray(a.numpy() if isinstance(a, MappedImages) else a))
+         for a in (x_tr, y_tr, x_va, y_va, x_te, y_te)]
     t[1::2] = [a.long() for a in t[1::2]]
     if image_size is not None and t[0].shape[-1] != image_size:  # built-ins at another size
         t[0::2] = [_resize_tensor(a, image_size) for a in t[0::2]]
     return ImageData(spec, classes, *t, source=source, skipped=skipped)
+
+
+def _rows(x: np.ndarray | MappedImages, index: np.ndarray) -> np.ndarray | MappedImages:
+    """The images at ``index``: copied for arrays, still on disk for a memory map."""
+    return x.take(index) if isinstance(x, MappedImages) else x[index]
 
 
 def _split(y: np.ndarray, frac: float, n_first: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -289,30 +305,12 @@ def _folder(spec: str, image_size: int | None, unlabelled: bool = False):
         parts = {"all": _class_folders(root, unlabelled)}
     classes = sorted(next(iter(parts.values())))
     files = [(part, p, classes.index(c)) for part, cl in parts.items() for c in classes for p in cl[c]]
-    label = {p: str(p.relative_to(root)) for _, p, _ in files}
+    prefix = str(root) + os.sep  # (relative_to is slow: seconds for 100,000 files)
+    label = {p: s[len(prefix):] if (s := str(p)).startswith(prefix) else str(p.relative_to(root))
+             for _, p, _ in files}
 
-    bad: dict[Path, str] = {}
-    modes, sizes = [], []
-    for _, p, _ in files:  # pass 1: headers only (cheap), to choose channels and size
-        try:
-            with Image.open(p) as im:
-                modes.append(im.mode)
-                sizes.append(max(im.size))
-        except Exception as e:  # noqa: BLE001 - any failure means the file is unreadable
-            bad[p] = _reason(e)
-    channels = 1 if all(m in GRAY_MODES for m in modes) else 3
-    size = image_size or (int(round(float(np.median(sizes)))) if sizes else 1)
-
-    x = np.zeros((len(files), channels, size, size), dtype=np.uint8)
-    for i, (_, p, _) in enumerate(files):  # pass 2: decode, convert, resize
-        if p in bad:
-            continue
-        try:
-            x[i] = _load(p, channels, size)
-        except Exception as e:  # noqa: BLE001
-            bad[p] = _reason(e)
-
-    bad = {p: bad[p] for _, p, _ in files if p in bad}  # in file order
+    x, bad_rows = _decoded(root, files, image_size, label)   # all files, (N, C, S, S); bad rows zero
+    bad = {files[i][1]: why for i, why in sorted(bad_rows.items())}  # in file order
     skipped = [f"{label[p]} ({why})" for p, why in bad.items()]
     if bad:
         shown = "; ".join(skipped[:3]) + (" ..." if len(bad) > 3 else "")
@@ -331,11 +329,87 @@ def _folder(spec: str, image_size: int | None, unlabelled: bool = False):
                 raise UserError(f"class '{name}' in '{spec}' has no readable images: add images or remove the folder")
 
     if "all" in parts:
-        tr, te = _split(y[ok], 0.2)
-        x, y = x[ok], y[ok]
-        return x[tr], y[tr], x[te], y[te], classes, skipped
-    tr, te = ok & (part == "train"), ok & (part == "test")
-    return x[tr], y[tr], x[te], y[te], classes, skipped
+        readable = np.flatnonzero(ok)
+        tr, te = _split(y[readable], 0.2)
+        return x.take(readable[tr]), y[readable[tr]], x.take(readable[te]), y[readable[te]], classes, skipped
+    tr, te = np.flatnonzero(ok & (part == "train")), np.flatnonzero(ok & (part == "test"))
+    return x.take(tr), y[tr], x.take(te), y[te], classes, skipped
+
+
+def _decoded(root: Path, files: list[tuple[str, Path, int]], image_size: int | None,
+             label: dict[Path, str]) -> tuple[MappedImages, dict[int, str]]:
+    """Every file of ``files`` ((part, path, class) in order) decoded to (N, C, S, S) uint8 in the
+    data cache (one memory-mapped file per folder and --image-size, rebuilt when a file is added,
+    removed, resized or touched), and {row: why} for the files that could not be read."""
+    import PIL
+
+    name = hashlib.sha256(json.dumps([str(root.resolve()), image_size]).encode()).hexdigest()[:24]
+    path = cache_root() / "images" / f"{name}.u8"
+    key = files_key([(p, label[p], part, c) for part, p, c in files],
+                    "images", image_size, PIL.__version__)
+    opened = open_array(path, key) or _decode_folder(root, [p for _, p, _ in files], image_size, path, key)
+    array, description = opened
+    return MappedImages(path, array), {int(i): why for i, why in description["bad"].items()}
+
+
+def _decode_folder(root: Path, paths: list[Path], image_size: int | None, path: Path, key: str):
+    """Decode ``paths`` into the cache file ``path``, over the CPU cores, with a progress bar."""
+    names = [str(p) for p in paths]
+    chunks = [names[i:i + CHUNK_FILES] for i in range(0, len(names), CHUNK_FILES)]
+    workers = pool_workers(len(names), PARALLEL_MIN_FILES)
+    bad: dict[int, str] = {}
+    modes, sizes = [], []
+    headers = map_chunks(_headers, [(c,) for c in chunks], [len(c) for c in chunks], workers=workers,
+                         desc=f"reading {root.name}", unit="img")
+    for i, header in enumerate(h for part in headers for h in part):  # pass 1: headers, to choose
+        if isinstance(header, str):                                     # channels and size
+            bad[i] = header
+        else:
+            modes.append(header[0])
+            sizes.append(header[1])
+    channels = 1 if all(m in GRAY_MODES for m in modes) else 3
+    size = image_size or (int(round(float(np.median(sizes)))) if sizes else 1)
+    shape = (len(names), channels, size, size)
+
+    def fill(tmp: str) -> dict:                                          # pass 2: decode, convert, resize
+        tasks = [(tmp, shape, i * CHUNK_FILES, c, sorted(j - i * CHUNK_FILES for j in bad
+                                                        if i * CHUNK_FILES <= j < (i + 1) * CHUNK_FILES))
+                 for i, c in enumerate(chunks)]
+        for part in map_chunks(_decode_rows, tasks, [len(c) for c in chunks], workers=workers,
+                               desc=f"decoding {root.name}", unit="img"):
+            bad.update(part)
+        return {"source": str(root.resolve()), "image_size": image_size,
+                "bad": {str(i): bad[i] for i in sorted(bad)}}
+
+    return build_array(path, key, shape, fill)
+
+
+def _headers(paths: list[str]) -> list[tuple[str, int] | str]:
+    """(mode, longest side) of each image from its header alone (cheap), or why it is unreadable."""
+    out: list[tuple[str, int] | str] = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                out.append((im.mode, max(im.size)))
+        except Exception as e:  # noqa: BLE001 - any failure means the file is unreadable
+            out.append(_reason(e))
+    return out
+
+
+def _decode_rows(tmp: str, shape: tuple[int, ...], start: int, paths: list[str], skip: list[int]) -> dict[int, str]:
+    """Decode ``paths`` into rows start.. of the cache file being built; {row: why} for failures."""
+    x, skip = writable_map(tmp, shape), set(skip)
+    bad: dict[int, str] = {}
+    for i, p in enumerate(paths):
+        if i in skip:
+            continue
+        try:
+            x[start + i] = _load(Path(p), shape[1], shape[2])
+        except Exception as e:  # noqa: BLE001
+            bad[start + i] = _reason(e)
+    x.flush()
+    del x
+    return bad
 
 
 def _reason(e: Exception) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deepskeptic.data.series_base import Series, default_horizon, fill_missing, season_of
+from deepskeptic.data.series_base import INTEGER_TIME_REASON, Series, default_horizon, fill_missing, seasons_of
 from deepskeptic.data.series_csv import read_series_csv
 from deepskeptic.errors import UserError, unknown_name
 
@@ -75,11 +75,13 @@ class Builtin:
     horizon: int                # default forecast horizon
     fill: str | None            # how the set's own gaps are filled (None: it has none)
     description: str
+    season_reason: str = ""     # why that season (default: what the frequency says)
 
 
 BUILTINS: dict[str, Builtin] = {
     # The solar cycle is about 11 years (9 to 14): a seasonal naive with lag 11 is its classic floor.
-    "sunspots": Builtin(_sunspots, 11, 11, None, "yearly sunspot numbers 1700-2008 (309 points)"),
+    "sunspots": Builtin(_sunspots, 11, 11, None, "yearly sunspot numbers 1700-2008 (309 points)",
+                        "the solar cycle: about 11 years (9 to 14)"),
     "co2": Builtin(_co2, 52, 13, "interpolate",
                    "weekly CO2 at Mauna Loa 1958-2001 (2,284 points, 59 gaps interpolated)"),
     "elec-equip": Builtin(_elec_equip, 12, 12, None, "monthly euro-area electrical equipment orders 1995-2016 (257 points)"),
@@ -110,7 +112,8 @@ def load_builtin(name: str, fill: str | None) -> Series:
         notes.append(f"{int(missing.sum())} missing values filled ({how})")
     return Series(name=name, source=f"statsmodels.datasets ({name})", target=target, values=values,
                   covariates=np.zeros((len(values), 0)), covariate_names=[], freq=freq, season=b.season,
-                  horizon=b.horizon, start=start, notes=notes)
+                  horizon=b.horizon, start=start, notes=notes, seasons=(b.season,) if b.season > 1 else (),
+                  season_reason=b.season_reason or seasons_of(freq)[1])
 
 
 def load_series(data: str, *, target: str | None = None, time_col: str | None = None, freq: str | None = None,
@@ -129,7 +132,8 @@ def load_series(data: str, *, target: str | None = None, time_col: str | None = 
         return read_series_csv(path, target=target, time_col=time_col, freq=freq, fill=fill, covariates=covariates)
     if path.suffix.lower() in (".csv", ".txt", ".tsv") or "/" in data:
         raise UserError(f"file {data} does not exist; give a CSV file or a built-in set ({', '.join(BUILTINS)})")
-    raise unknown_name("time-series data set", data, BUILTINS, hint=" (or a path to a CSV file)")
+    from deepskeptic.data.panel import PANELS  # panels read series_csv too: imported here, not at the top
+    raise unknown_name("time-series data set", data, {**BUILTINS, **PANELS}, hint=" (or a path to a CSV file)")
 
 
 # ------------------------------------------------------------------ series in memory
@@ -189,10 +193,12 @@ def in_memory_series(data: Any, covariates: Any = None, *, target: str | None = 
                             f"fill='interpolate' or 'ffill'")
         full = fill_missing(full, fill)
         notes.append(f"filled ({fill}): {missing} missing value(s)")
-    season = 1 if freq == "step" else season_of(freq)
+    seasons, reason = ((), INTEGER_TIME_REASON) if freq == "step" else seasons_of(freq)
+    season = seasons[0] if seasons else 1
     return Series(name=name, source="memory", target=target or name, values=full[:, 0], covariates=full[:, 1:],
-                  covariate_names=names, freq=freq, season=season, horizon=default_horizon(season),
-                  start=start, step=step, notes=notes)
+                  covariate_names=names, freq=freq, season=season,
+                  horizon=default_horizon(season, None if freq == "step" else freq), start=start, step=step,
+                  notes=notes, seasons=seasons, season_reason=reason)
 
 
 def _numbers(values: Any, what: str) -> np.ndarray:

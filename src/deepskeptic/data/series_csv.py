@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepskeptic.data.series_base import Series, default_horizon, fill_missing, format_time, season_of
+from deepskeptic.data.series_base import (INTEGER_TIME_REASON, Series, default_horizon, fill_missing, format_time,
+                                          seasons_of)
 from deepskeptic.errors import UserError
 
 MISSING = {"", "na", "nan", "null", "none", "n/a", "#n/a", "missing", "."}
@@ -198,13 +199,21 @@ def read_series_csv(path: Path, *, target: str | None, time_col: str | None, fre
                 raise _unknown_column(path, "covariate", c, valid)
             if c not in numeric:
                 raise UserError(f"{path}: covariate column {c!r} is not numeric; leave it out of --covariates")
+    return series_from_cells(path, path.stem, str(path), lines, time_name, column, [target] + cov_names, freq, fill)
 
+
+def series_from_cells(where, name: str, source: str, lines: np.ndarray, time_name: str | None,
+                      column: dict[str, list[str]], names: list[str], freq: str | None, fill: str | None) -> Series:
+    """One Series from the cells of its rows: ``column[c]`` holds column c's cell on each row, the
+    row's line numbers ``lines``; ``names`` the target then the covariates; ``time_name`` the time
+    column (None: row order). Every problem is reported after ``where`` (the file, or the file and
+    the panel series the rows belong to), with its line numbers."""
+    path, target, cov_names = where, names[0], names[1:]
     fixable: list[str] = []
-    names = [target] + cov_names
-    values = np.full((len(rows), len(names)), np.nan)
-    for j, name in enumerate(names):
+    values = np.full((len(lines), len(names)), np.nan)
+    for j, name_j in enumerate(names):
         missing, non_numeric = [], []
-        for i, cell in enumerate(column[name]):
+        for i, cell in enumerate(column[name_j]):
             if cell.lower() in MISSING:
                 missing.append(int(lines[i]))
             elif (v := _number(cell)) is None:
@@ -212,16 +221,16 @@ def read_series_csv(path: Path, *, target: str | None, time_col: str | None, fre
             else:
                 values[i, j] = v
         if missing:
-            fixable.append(f"{len(missing)} missing value(s) in column {name!r} on line(s) {_lines(missing)}")
+            fixable.append(f"{len(missing)} missing value(s) in column {name_j!r} on line(s) {_lines(missing)}")
         if non_numeric:
-            fixable.append(f"{len(non_numeric)} non-numeric value(s) in column {name!r}: "
+            fixable.append(f"{len(non_numeric)} non-numeric value(s) in column {name_j!r}: "
                            + ", ".join(f"{c!r} on line {n}" for n, c in non_numeric[:SHOWN])
                            + (f" and {len(non_numeric) - SHOWN} more" if len(non_numeric) > SHOWN else ""))
 
     # ---- the time axis
     notes: list[str] = []
     if time_name is None:
-        times, integer_time = np.arange(len(rows)), True
+        times, integer_time = np.arange(len(lines)), True
     else:
         cells = column[time_name]
         integer_time = all(_INTEGER.match(c) for c in cells)
@@ -271,10 +280,12 @@ def read_series_csv(path: Path, *, target: str | None, time_col: str | None, fre
         notes.append(f"filled ({fill}): " + "; ".join(fixable))
     if n_grid < 3:
         raise UserError(f"{path} has {n_grid} time steps; a series needs many more")
-    season = 1 if integer_time else season_of(freq_name)
-    return Series(name=path.stem, source=str(path), target=target, values=full[:, 0],
+    seasons, reason = ((), INTEGER_TIME_REASON) if integer_time else seasons_of(freq_name)
+    season = seasons[0] if seasons else 1
+    return Series(name=name, source=source, target=target, values=full[:, 0],
                   covariates=full[:, 1:], covariate_names=cov_names, freq=freq_name, season=season,
-                  horizon=default_horizon(season), start=start, step=step, notes=notes)
+                  horizon=default_horizon(season, None if integer_time else freq_name), start=start, step=step,
+                  notes=notes, seasons=seasons, season_reason=reason)
 
 
 def _label(t, integer_time: bool) -> str:

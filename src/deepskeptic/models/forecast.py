@@ -7,11 +7,13 @@ value and predicts corrections to the (seasonal) naive forecast: a trending seri
 leaves the training range (GDP) stays in familiar territory, and an untrained network starts out
 as the simplest forecast, not as noise (see WindowForecaster).
 
-The statistical baselines (naive, seasonal-naive, drift, ets, arima, theta) are not networks: each
+The statistical baselines (naive, seasonal-naive, drift, ets, arima, theta, and the gold standard:
+naive2, auto-ets, auto-arima, auto-theta, comb, mstl) are not networks: each
 is registered with its own small config and built as a ``StatisticalForecaster`` — a module without
 parameters that only carries the config, registered with ``one_step=True``. The forecast task fits
-the method with statsmodels at every backtest origin (tasks/forecast/baselines.py) instead of
-training it.
+the method at every backtest origin instead of training it: statsmodels for the older ones
+(tasks/forecast/baselines.py), statsforecast and M4's definitions for the gold standard
+(tasks/forecast/gold.py, m4.py).
 """
 from __future__ import annotations
 
@@ -265,7 +267,9 @@ class ETSConfig:
 @dataclass
 class ARIMAConfig:
     # Grid searched by AIC once, on the data before the first backtest origin: p in 0..max_p,
-    # d in 0..max_d, q in 0..max_q, and with --season m in 2..24 also the seasonal (0,1,1)m term.
+    # d in 0..max_d, q in 0..max_q (a mean when d = 0, a drift when d = 1), and with --season m in
+    # 2..24 also the seasonal (0,1,1)m term (none past 24: the form says so). auto-arima and mstl
+    # are the gold standard; this grid is kept for continuity.
     max_p: int = 2
     max_d: int = 1
     max_q: int = 2
@@ -277,6 +281,24 @@ class ThetaConfig:
     deseasonalize: bool = True   # multiplicative classical decomposition first when --season > 1 (as in M3)
 
 
+@dataclass
+class AutoETSConfig:
+    model: str = "ZZZ"           # R's ets code (error, trend, season; each N, A, Ad, M or Z = chosen by AICc)
+    seasonal: bool = True        # a season when 1 < --season <= 24 (R's ets fits none past 24: use mstl)
+
+
+@dataclass
+class AutoARIMAConfig:
+    seasonal: bool = True        # seasonal terms (and the seasonal difference, by the seasonal strength test)
+    max_season: int = 24         # past this season no seasonal terms: a seasonal ARIMA with lag 52 takes
+                                 # minutes per fit on a long weekly series (mstl is the baseline for those)
+
+
+@dataclass
+class AutoThetaConfig:
+    decomposition: str = "multiplicative"   # when the 90% test finds a season (additive on non-positive data)
+
+
 STATISTICAL = {
     "naive": (NoSettings, "the last value, repeated"),
     "seasonal-naive": (NoSettings, "the value one season (--season) earlier"),
@@ -284,6 +306,13 @@ STATISTICAL = {
     "ets": (ETSConfig, "exponential smoothing (statsmodels Holt-Winters), trend and seasonality chosen by AICc"),
     "arima": (ARIMAConfig, "ARIMA (statsmodels), order chosen by AIC over a small grid"),
     "theta": (ThetaConfig, "the theta method (statsmodels), winner of the M3 competition"),
+    # the gold standard (tasks/forecast/gold.py and m4.py): the whole selection refitted at every origin
+    "naive2": (NoSettings, "M4's Naive2: the last value of the seasonally adjusted series, season put back"),
+    "auto-ets": (AutoETSConfig, "statsforecast AutoETS (R's ets): error, trend and season forms by AICc"),
+    "auto-arima": (AutoARIMAConfig, "statsforecast AutoARIMA (R's auto.arima): stepwise orders, drift by AICc"),
+    "auto-theta": (AutoThetaConfig, "statsforecast AutoTheta: standard, optimised and dynamic theta by MSE"),
+    "comb": (NoSettings, "M4's Comb benchmark: mean of SES, Holt and damped ES on the seasonally adjusted series"),
+    "mstl": (NoSettings, "MSTL (STL) decomposition over every season that fits, ETS on the adjusted series"),
 }
 
 for _method, (_config, _description) in STATISTICAL.items():

@@ -101,12 +101,52 @@ def make_config(task: str, name: str, **settings) -> Any:
         raise UserError(f"unknown setting(s) {', '.join(unknown)} for model '{name}'; "
                         f"valid: {', '.join(sorted(valid))}")
     hints = typing.get_type_hints(config_cls)
+    defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     for key, value in settings.items():
         kind = _kind_error(hints.get(key), value)
         if kind:
             raise UserError(f"model setting {key} of '{name}' must be {kind}, got {value!r}; fix it in the "
                             f"[model] table of your config file")
+        bound = _range_error(key, hints.get(key), defaults.get(key), value)
+        if bound:
+            raise UserError(f"model setting {key} of '{name}' is out of range: {key} must be {bound}, got "
+                            f"{value!r}; fix it in the [model] table of your config file")
     return config_cls(**settings)
+
+
+# The range rule every model config follows, so that no model declares its ranges again:
+# - an int field, or each number of a tuple-of-int field, is a size, a width or a count: at least 1;
+#   at least 0 where 0 means something: a field whose default is 0 ("sized from the image size")
+#   and the ARIMA order bounds below (an order of 0 is an order);
+# - a float field is finite, and a dropout probability is in [0, 1).
+# Narrower ranges (smoothing in (0, 1], a size the architecture accepts) stay with the model's builder.
+ZERO_IS_A_VALUE = frozenset({"max_p", "max_d", "max_q"})
+
+
+def _range_error(key: str, hint: Any, default: Any, value: Any) -> str | None:
+    """What ``value`` should have been if it is of the right kind (``_kind_error``) but out of the
+    rule's range; None when it is in range or not a number."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else None
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint) or hint
+    low = 0 if (default == 0 and not isinstance(default, bool)) or key in ZERO_IS_A_VALUE else 1
+    what = "a positive whole number" if low == 1 else "a whole number >= 0"
+    if origin is int and not isinstance(value, bool):
+        return what if not (isinstance(value, numbers.Integral) and value >= low) else None
+    if origin is tuple and args and args[0] is int:
+        ok = all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= low for x in value)
+        return None if ok else f"a list of {what.removeprefix('a ')}s"
+    if origin is float and isinstance(value, numbers.Real):
+        if not np.isfinite(value):
+            return "a finite number"
+        if key == "dropout" and not 0 <= value < 1:
+            return "a probability in [0, 1)"
+    return None
 
 
 def _kind_error(hint: Any, value: Any) -> str | None:

@@ -1,4 +1,9 @@
-"""A self-contained HTML page: text, tables and matplotlib figures embedded as base64 PNG."""
+"""A self-contained HTML page: text, tables and matplotlib figures embedded as base64 PNG.
+
+Every string given to a Report is text, escaped here: class names, file names and verdicts come
+from the user's data and must not become markup. Matplotlib shows text literally too (no
+mathtext): a class folder named ``$\\x$`` is drawn as those characters, not parsed.
+"""
 from __future__ import annotations
 
 import base64
@@ -9,6 +14,9 @@ from typing import Any, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+# Labels, titles, legends and tick labels are user data (class and file names): never parse them
+# as mathtext or TeX, where a '$' or a backslash changes the text or makes drawing fail.
+matplotlib.rcParams.update({"text.parse_math": False, "text.usetex": False})
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = """
@@ -29,6 +37,15 @@ def figure_to_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def escape(text: Any) -> str:
+    """``text`` as HTML text or attribute value: <, >, &, both quotes escaped."""
+    return html.escape(str(text), quote=True)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -42,23 +59,45 @@ class Report:
         self.title = title
         self.parts: list[str] = []
 
-    def heading(self, text: str) -> None:
-        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+    def heading(self, text: str, level: int = 2) -> None:
+        level = min(max(int(level), 2), 4)
+        self.parts.append(f"<h{level}>{escape(text)}</h{level}>")
 
     def paragraph(self, text: str, css: str = "") -> None:
-        cls = f' class="{css}"' if css else ""
-        self.parts.append(f"<p{cls}>{html.escape(text)}</p>")
+        cls = f' class="{escape(css)}"' if css else ""
+        self.parts.append(f"<p{cls}>{escape(text)}</p>")
+
+    def verdict(self, text: str) -> None:
+        """One verdict sentence, set apart (a comparison's answer per deep model)."""
+        self.parts.append(f'<div class="verdict">{escape(text)}</div>')
+
+    def preformatted(self, text: str, caption: str = "") -> None:
+        """Text shown as it is, line breaks and spaces kept (generated samples, a gate trace)."""
+        cap = f"<p><b>{escape(caption)}</b></p>" if caption else ""
+        self.parts.append(f"{cap}<pre style='white-space:pre-wrap;background:#f6f6f6;padding:.6em'>"
+                          f"{escape(text)}</pre>")
+
+    def image(self, png: bytes | str, caption: str = "", width: int | None = None, pixelated: bool = False) -> None:
+        """An image already encoded: PNG bytes, or a data: URI of an image (e.g. a file `explain`
+        wrote, shown with its file name as the caption)."""
+        uri = png if isinstance(png, str) else png_data_uri(png)
+        if not uri.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "data:image/gif;base64,")):
+            raise ValueError("Report.image takes PNG bytes or a data:image/...;base64 URI")
+        size = f' width="{int(width)}"' if width else ""
+        style = ' style="image-rendering:pixelated"' if pixelated else ""
+        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+        self.parts.append(f'<figure><img src="{escape(uri)}"{size}{style} alt="{escape(caption)}">{cap}</figure>')
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
         self.parts.append(f"<table><tr>{head}</tr>{body}</table>")
 
     def figure(self, fig, caption: str = "") -> None:
-        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self.parts.append(f'<figure><img src="{figure_to_data_uri(fig)}" alt="{html.escape(caption)}">{cap}</figure>')
+        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+        self.parts.append(f'<figure><img src="{figure_to_data_uri(fig)}" alt="{escape(caption)}">{cap}</figure>')
 
     def render(self) -> str:
         body = "\n".join(self.parts)
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n")
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(self.title)}</title>"
+                f"<style>{STYLE}</style></head><body><h1>{escape(self.title)}</h1>\n{body}\n</body></html>\n")

@@ -6,7 +6,9 @@ rest of the package imports sideways or downward, never the package itself.
 
 What a task provides, in the order a run needs it:
 
-- ``add_arguments``: its flags (dest names equal to setting names) and ``task_defaults``;
+- ``declared_settings``: its settings (``deepskeptic.settings.Setting``: name, default, kind, range,
+  flag help), from which ``task_defaults`` and its flags (``add_arguments``) are derived, and
+  against which every flag, config-file value and API keyword is checked;
 - ``prepare(settings)``: the data, checked (``UserError`` on anything wrong before training);
 - ``shape_of(prepared)``: what the model needs to know of the data (channels, classes, vocabulary
   size, lookback, ...), a plain dict; ``create_model(model, model_config, shape)`` builds the
@@ -31,10 +33,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from deepskeptic import settings as settings_mod
 from deepskeptic.engine import Job
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.runs import Run
+from deepskeptic.settings import SEED_RANGE, Setting
 
 EXTRA_COMMANDS = ("generate", "translate", "explain")
 
@@ -48,6 +52,20 @@ class PredictOptions:
     data: str | None = None        # a series or table to predict from (forecast)
     out: str | None = None         # file or folder the predictions are also written to
     as_json: bool = False          # print JSON instead of lines
+
+
+# `deepskeptic generate`'s options, declared as settings are: its flags and the predictors check them.
+MAX_GENERATE_LENGTH = 100_000   # characters per sample: about a minute of the 512-unit LSTM on 2 CPU
+                                # cores; 10**12 would never end
+MAX_GENERATE_SAMPLES = 10_000   # samples per call: 10k 128 px RGB images are 500 MB
+GENERATE_SETTINGS = settings_mod.declared([
+    Setting("prime", "", "str", "text to start from"),
+    Setting("length", 500, "int", "characters to generate", low=1, high=MAX_GENERATE_LENGTH),
+    Setting("temperature", 0.8, "float", "sampling temperature (0: the most likely character)", low=0),
+    Setting("top_k", 0, "int", "sample among the k most likely (0: all)", low=0),
+    Setting("n", 1, "int", "number of samples", low=1, high=MAX_GENERATE_SAMPLES),
+    Setting("seed", 0, "int", "seed of the samples' noise (0)", low=SEED_RANGE[0], high=SEED_RANGE[1]),
+])
 
 
 @dataclass(frozen=True)
@@ -133,15 +151,36 @@ class Task:
     higher_is_better: bool = True
     default_epochs: int = 10
     default_models: tuple[str, ...] = ()  # what `compare` runs when --models is not given
-    task_defaults: dict[str, Any] = {}    # settings of this task beyond settings.COMMON_DEFAULTS
+    # This task's settings beyond settings.COMMON_SETTINGS (one of those again: another default),
+    # each with its kind, range and flag; task_defaults is derived from them.
+    declared_settings: ClassVar[tuple[Setting, ...]] = ()
+    task_defaults: ClassVar[dict[str, Any]] = {}
     renamed_settings: ClassVar[dict[str, str]] = {}  # old name -> new name: old config files, flags and
                                                      # runs keep working (training.rename_settings)
     commands: ClassVar[frozenset[str]] = frozenset()  # which of EXTRA_COMMANDS this task has
     predictor_class: ClassVar[type[Predictor]] = Predictor
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "declared_settings" in cls.__dict__:
+            cls.task_defaults = settings_mod.defaults_of(settings_mod.declared(cls.declared_settings).values())
+
+    def declarations(self) -> dict[str, Setting]:
+        """Every setting of this task, shared and its own, by name: what values are checked against."""
+        return {**settings_mod.COMMON_SETTINGS, **settings_mod.declared(self.declared_settings)}
+
     # --- training a run ---
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Flags for this task's data and training (dest names equal to setting names)."""
+        """Flags of this task's declared settings (dest names equal to setting names; a setting
+        without help has none; shared settings have theirs in the CLI), and the hidden old
+        spelling of each renamed one (``--fd-samples``, dest fd_samples, renamed on resolving)."""
+        own = {s.name: s for s in self.declared_settings}
+        for s in own.values():
+            if s.help is not None and s.name not in settings_mod.COMMON_SETTINGS:
+                s.add_flag(parser)
+        for old, new in self.renamed_settings.items():
+            if new in own and own[new].help is not None:
+                own[new].add_flag(parser, flag="--" + old.replace("_", "-"), dest=old, hidden=True)
 
     def prepare(self, settings: dict[str, Any]) -> Any:
         """Load and check the data; raise UserError on anything wrong before training starts."""

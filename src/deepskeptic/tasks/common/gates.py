@@ -143,7 +143,7 @@ def explain(run: Run, model, vocab, options: ExplainOptions, write_report) -> in
     if rec["unknown"]:
         print(f"note: {rec['unknown']} character(s) are not in the run's vocabulary; read as unknown", file=sys.stderr)
     print(_terminal(rec) if sys.stdout.isatty() else _table(rec))
-    out = Path(options.out) if options.out else run.path / "explain"
+    out = Path(options.out) if options.out else run.inside("explain")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", text[:24]).strip("-") or "text"
     stem = f"gates-{slug}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
     uri = figure_to_data_uri(figure(rec))
@@ -168,6 +168,4 @@ def report_section(report, run: Run, model, vocab, text: str) -> None:
                   "input and output gates of the same unit (blue low, red high)")
     folder = run.path / "explain"
     for png in sorted(folder.glob("gates-*.png")) if folder.is_dir() else []:
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
-        report.parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{png.name}">'
-                            f"<figcaption>deepskeptic explain: {png.name}</figcaption></figure>")
+        report.image(png.read_bytes(), caption=f"deepskeptic explain: {png.name}")

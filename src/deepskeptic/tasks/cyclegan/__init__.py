@@ -9,7 +9,6 @@ conversions in tasks/common/adversarial.py.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any, ClassVar
 
@@ -21,7 +20,7 @@ from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.gan import CycleGANConfig, resolve_cyclegan_config
 from deepskeptic.runs import Run
-from deepskeptic.settings import positive_int
+from deepskeptic.settings import MAX_IMAGE_SIZE, Setting, common
 from deepskeptic.tasks.base import Task, TranslateOptions
 from deepskeptic.tasks.common.judge import get_judge, real_reference
 from deepskeptic.tasks.cyclegan.data import (DEFAULT_PAIR, PairData, Prepared, judge_data, limit_pair, load_pair,
@@ -41,53 +40,41 @@ class CycleGanTask(Task):
     default_models = ("identity", "cyclegan")
     commands: ClassVar[frozenset[str]] = frozenset({"translate"})
     predictor_class = CycleGanPredictor
-    task_defaults = {
-        "data": DEFAULT_PAIR,     # a built-in pair SET:CLASS~CLASS, or DIR_A~DIR_B
-        "data_a": None,           # folder of domain A images (with data_b: overrides data)
-        "data_b": None,
-        "image_size": None,       # pixels per side (multiple of 4); default the data's own, folders <= 256
-        "limit": None,            # at most this many training images per domain (a fixed subset)
-        "cycle_weight": 10.0,     # lambda of the cycle-consistency L1 loss (the paper)
+    declared_settings = (
+        common("data", default=DEFAULT_PAIR),   # a built-in pair SET:CLASS~CLASS, or DIR_A~DIR_B
+        # folder of domain A images (with data_b: overrides data)
+        Setting("data_a", None, "path", "folder of domain A images (any sizes)"),
+        Setting("data_b", None, "path", "folder of domain B images"),
+        # pixels per side (multiple of 4); default the data's own, folders <= 256
+        Setting("image_size", None, "int", "pixels per side, a multiple of 4", low=1, high=MAX_IMAGE_SIZE),
+        # at most this many training images per domain (a fixed subset)
+        Setting("limit", None, "int", "at most this many training images per domain", low=1),
+        # lambda of the cycle-consistency L1 loss (the paper)
+        Setting("cycle_weight", 10.0, "float", "lambda of the cycle loss (10)", low=0),
         # identity L1 loss weight in units of lambda; None: 0.5 (the paper) for colour images, where
         # it exists to keep colours (Zhu et al. 2017, sec. 5.2), 0 for grayscale, where there is no
         # colour to keep and it only holds the generators near doing nothing: on sneaker~ankle-boot
         # it kept half of the boots boots (BENCHMARKS.md)
-        "identity_weight": None,
-        "d_win_steps": 1000,      # stop when both discriminators win outright this many steps in a row (0: never)
-        "pool_size": 50,          # generated images kept per discriminator (the paper: 50; 0: no pool)
-        "jitter": True,           # enlarge by 1/8 and random-crop back (the paper's 286 -> 256)
-        "flip": True,             # random horizontal flips
-        "judge": None,            # an image run telling A from B; default: train a cnn and cache it
-        "judge_epochs": 3,
-        "judge_limit": 12000,    # at most this many training images for the judge (minutes on 2 cores)
-        "eval_samples": 500,      # held-out images per domain for the final measures (<= 200 per epoch)
-    }
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--data-a", help="folder of domain A images (any sizes)")
-        parser.add_argument("--data-b", help="folder of domain B images")
-        parser.add_argument("--image-size", type=int, help="pixels per side, a multiple of 4")
-        parser.add_argument("--limit", type=int, help="at most this many training images per domain")
-        parser.add_argument("--cycle-weight", type=float, help="lambda of the cycle loss (10)")
-        parser.add_argument("--identity-weight", type=float, help="identity loss weight in units of lambda "
-                            "(default 0.5 for colour images, 0 for grayscale)")
-        parser.add_argument("--d-win-steps", type=int,
-                            help="stop after this many steps in a row that the discriminators win outright (1000; 0: never)")
-        parser.add_argument("--pool-size", type=int, help="generated images kept per discriminator (50)")
-        parser.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=None,
-                            help="resize-and-crop jitter (on)")
-        parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random flips (on)")
-        parser.add_argument("--judge", help="image run telling domain A from B (default: cached cnn)")
-        parser.add_argument("--judge-epochs", type=int, help="epochs of an automatically trained judge (3)")
-        parser.add_argument("--judge-limit", type=int, help="training images of an automatically trained judge")
-        parser.add_argument("--eval-samples", type=int, help="held-out images per domain for measuring (500)")
+        Setting("identity_weight", None, "float", "identity loss weight in units of lambda "
+                                                  "(default 0.5 for colour images, 0 for grayscale)", low=0),
+        # stop when both discriminators win outright this many steps in a row (0: never)
+        Setting("d_win_steps", 1000, "int",
+                "stop after this many steps in a row that the discriminators win outright (1000; 0: never)", low=0),
+        # generated images kept per discriminator (the paper: 50; 0: no pool)
+        Setting("pool_size", 50, "int", "generated images kept per discriminator (50)", low=0),
+        # enlarge by 1/8 and random-crop back (the paper's 286 -> 256)
+        Setting("jitter", True, "bool", "resize-and-crop jitter (on)"),
+        Setting("flip", True, "bool", "random flips (on)"),          # random horizontal flips
+        # an image run telling A from B; default: train a cnn and cache it
+        Setting("judge", None, "path", "image run telling domain A from B (default: cached cnn)"),
+        Setting("judge_epochs", 3, "int", "epochs of an automatically trained judge (3)", low=1),
+        # at most this many training images for the judge (minutes on 2 cores)
+        Setting("judge_limit", 12000, "int", "training images of an automatically trained judge", low=1),
+        # held-out images per domain for the final measures (<= 200 per epoch)
+        Setting("eval_samples", 500, "int", "held-out images per domain for measuring (500)", low=1),
+    )
 
     def prepare(self, settings: dict[str, Any]) -> Prepared:
-        for key in ("image_size", "limit", "judge_epochs", "judge_limit", "eval_samples"):
-            positive_int(settings, key)
-        for key in ("cycle_weight", "identity_weight", "pool_size", "d_win_steps"):
-            if settings[key] is not None and settings[key] < 0:
-                raise UserError(f"--{key.replace('_', '-')} must not be negative, got {settings[key]!r}")
         full = load_pair(settings)
         pair = limit_pair(full, settings.get("limit"))
         self.check_fit(settings, pair)  # before the judge: a wrong size or batch fails in a second
@@ -169,6 +156,10 @@ class CycleGanTask(Task):
             modules = {"g_ab": model.g_ab, "g_ba": model.g_ba, "d_a": model.d_a, "d_b": model.d_b}
             run.load_weights(modules)
         return {name: module.to(device).eval() for name, module in modules.items()}
+
+    def export_graphs(self, run: Run) -> list:
+        from deepskeptic.tasks.cyclegan.export import graphs
+        return graphs(self, run)
 
     def write_report(self, run: Run, prepared: Prepared | None = None, metrics: dict | None = None) -> None:
         write_cyclegan_report(run, metrics)

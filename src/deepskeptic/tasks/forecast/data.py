@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepskeptic.data.panel import Panel, load_panel, wants_panel
 from deepskeptic.data.series import Series, load_series
 from deepskeptic.errors import UserError
 from deepskeptic.models.forecast import anchor_forecast
-from deepskeptic.settings import positive_int
 from deepskeptic.tasks.forecast.eval import Split
 
 MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
@@ -31,6 +31,8 @@ class Prepared:
     mean: np.ndarray          # (F,) per feature, over values[:split.train_end]
     std: np.ndarray
     cache: dict = field(default_factory=dict)
+    seasons: tuple[int, ...] = ()   # every cycle mstl tries (() -> (season,)); the frequency's, or --season alone
+    season_reason: str = ""         # why the season is what it is, in words (the reports say it)
 
     def features(self) -> np.ndarray:
         """(N, F) target then covariates, unscaled."""
@@ -52,12 +54,8 @@ def windows(z: np.ndarray, origins: np.ndarray, lookback: int, horizon: int) -> 
 def prepare(settings: dict[str, Any]) -> Prepared:
     """The series of ``settings`` cut for the backtest, with the scaler of its training span;
     UserError on anything wrong before training starts."""
-    for key in ("horizon", "lookback", "season", "origins"):
-        positive_int(settings, key)
-    for key in ("val_origins", "patience"):
-        value = settings.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise UserError(f"--{key.replace('_', '-')} must be a whole number >= 0, got {value!r}")
+    if wants_panel(str(settings["data"]), id_col=settings.get("id_col"), target=settings.get("target")):
+        return prepare_panel(settings)
     series = load_series(str(settings["data"]), target=settings.get("target"), time_col=settings.get("time_col"),
                          freq=settings.get("freq"), fill=settings.get("fill"),
                          covariates=settings.get("covariates", "all"))
@@ -67,7 +65,81 @@ def prepare(settings: dict[str, Any]) -> Prepared:
                  settings.get("val_origins"), series.name)
     train = np.column_stack([series.values, series.covariates])[:split.train_end]
     std = train.std(0)
-    return Prepared(series, horizon, split.lookback, season, split, train.mean(0), np.where(std > 0, std, 1.0))
+    seasons, reason = season_choice(series, settings.get("season"))
+    return Prepared(series, horizon, split.lookback, season, split, train.mean(0), np.where(std > 0, std, 1.0),
+                    seasons=seasons, season_reason=reason)
+
+
+@dataclass
+class PanelPrepared:
+    """A panel cut for one backtest: ``members`` holds one Prepared per series, each with its own
+    scaler (fitted on that series' training span only) and its own Split. All series end at the
+    same time and share horizon, lookback, origins and validation origins, so their test and
+    validation origins and the end of their training spans are the same calendar times: no
+    forecast made at an origin sees any series' values from that time on."""
+    panel: Panel
+    horizon: int
+    lookback: int
+    season: int
+    members: list[Prepared]
+    cache: dict = field(default_factory=dict)
+    seasons: tuple[int, ...] = ()
+    season_reason: str = ""
+
+    @property
+    def split(self) -> Split:
+        """The split of the longest series (the panel's calendar)."""
+        return max(self.members, key=lambda m: m.split.n).split
+
+
+def parts(prepared) -> list[Prepared]:
+    """The single-series pieces of a prepared series or panel: [itself], or one per series."""
+    return prepared.members if isinstance(prepared, PanelPrepared) else [prepared]
+
+
+def prepare_panel(settings: dict[str, Any]) -> PanelPrepared:
+    """A panel (data/panel.py) cut for the backtest: the geometry (lookback, validation origins)
+    fitted to its shortest series, so that every series has training windows."""
+    if settings.get("covariates") not in (None, "all", "none"):
+        raise UserError("--covariates does not apply to a panel: its series are forecast from their own past only")
+    panel = load_panel(str(settings["data"]), id_col=settings.get("id_col"), target=settings.get("target"),
+                       time_col=settings.get("time_col"), freq=settings.get("freq"), fill=settings.get("fill"))
+    horizon = settings.get("horizon") or panel.horizon
+    season = settings.get("season") or panel.season
+    origins = settings.get("origins") or DEFAULT_ORIGINS
+    shortest = min(panel.series, key=len)
+    split = plan(len(shortest), horizon, season, origins, settings.get("lookback"), settings.get("val_origins"),
+                 f"{shortest.name} (the shortest series of the panel {panel.name}; leave it out of the file)")
+    seasons, reason = season_choice(panel, settings.get("season"))
+    members = []
+    for series in panel.series:
+        member = Split(len(series), horizon, split.lookback, origins, split.val_origins)
+        train = series.values[:member.train_end, None]
+        std = train.std(0)
+        members.append(Prepared(series, horizon, split.lookback, season, member, train.mean(0),
+                                np.where(std > 0, std, 1.0), seasons=seasons, season_reason=reason))
+    return PanelPrepared(panel, horizon, split.lookback, season, members, seasons=seasons, season_reason=reason)
+
+
+def data_seasons(data: str) -> tuple[int, ...]:
+    """The default seasonal cycles of a data set (built-in, panel or CSV file read with the default
+    flags); UserError when it cannot be read so."""
+    from deepskeptic.data.panel import PANELS
+    from deepskeptic.data.series import BUILTINS
+    if data in BUILTINS:
+        return (BUILTINS[data].season,) if BUILTINS[data].season > 1 else ()
+    if data in PANELS or wants_panel(data, id_col=None, target=None):
+        return load_panel(data).seasons
+    return load_series(data).seasons
+
+
+def season_choice(series: Series, given: int | None) -> tuple[tuple[int, ...], str]:
+    """(the cycles mstl tries, why the season is what it is): --season alone when given, else every
+    cycle of the series' frequency (a day and a week of hourly data). A --season equal to the
+    default is the default (a resumed run has its season in its settings)."""
+    if given and given != series.season:
+        return ((given,) if given > 1 else ()), f"--season {given} given"
+    return tuple(series.seasons), series.season_reason or f"the default of {series.name}"
 
 
 def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
@@ -110,22 +182,32 @@ def fit_anchor(prepared: Prepared) -> tuple[int, float]:
     the smoothing to average out more than it blurs (on elnino it fitted the training windows
     better and then lost on validation)."""
     if "anchor" not in prepared.cache:
-        split = prepared.split
-        x, y = windows(prepared.scaled(), split.train_window_origins(), split.lookback, split.horizon)
-        candidates = [(prepared.season, 1.0)] if 1 < prepared.season <= split.lookback else []
+        x, y = training_windows(prepared)
+        candidates = [(prepared.season, 1.0)] if 1 < prepared.season <= prepared.lookback else []
         candidates += [(1, alpha) for alpha in ANCHOR_ALPHAS]
-        errors = {key: float((anchor_forecast(x[..., 0], *key, split.horizon) - y).abs().mean()) for key in candidates}
+        errors = {key: float((anchor_forecast(x[..., 0], *key, prepared.horizon) - y).abs().mean()) for key in candidates}
         best = min(errors.values())
         prepared.cache["anchor"] = next(key for key, error in errors.items() if error <= best * (1 + 1e-9))
     return prepared.cache["anchor"]
 
 
-def stationary(prepared: Prepared, level: float = 0.05) -> bool:
+def training_windows(prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (W, L, F) and targets (W, H) of every training window, each series' in its own scale:
+    a panel's global networks learn from the windows of all its series at once."""
+    pairs = [windows(p.scaled(), p.split.train_window_origins(), p.lookback, p.horizon) for p in parts(prepared)]
+    return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+
+
+def stationary(prepared, level: float = 0.05) -> bool:
     """Whether the augmented Dickey-Fuller test (statsmodels, lags by AIC) rejects a unit root in
     the training span's target at ``level``. On a series that returns to its mean (river flow,
     sunspots, sea temperature, unemployment) the absolute level says where it is heading, so the
     networks see it besides the target relative to its last value (keep_level); on a random walk
     or a trend (GDP, CO2) the level leaves the training range and only misleads them."""
+    if isinstance(prepared, PanelPrepared):  # a panel: when most of its series are
+        if "stationary" not in prepared.cache:
+            prepared.cache["stationary"] = 2 * sum(stationary(p, level) for p in prepared.members) > len(prepared.members)
+        return prepared.cache["stationary"]
     if "stationary" not in prepared.cache:
         from statsmodels.tsa.stattools import adfuller  # heavy: imported when first needed
         values = prepared.series.values[:prepared.split.train_end]

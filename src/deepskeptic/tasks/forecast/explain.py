@@ -54,7 +54,7 @@ def lstm_gates(run: Run, model: nn.Module, cells: str | None):
 def explain(run: Run, model: nn.Module, options: ExplainOptions) -> int:
     """lstm-gates.png and lstm-gates.json in --out (default RUN/explain)."""
     window, forecast, gates, units, labels, layer = lstm_gates(run, model, options.cells)
-    out = Path(options.out) if options.out else run.path / "explain"
+    out = Path(options.out) if options.out else run.inside("explain")
     path = out / "lstm-gates.png"
     uri = figure_to_data_uri(gates_figure(window, forecast, gates, units, labels, layer))
     atomic_write_bytes(path, base64.b64decode(uri.split(",", 1)[1]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ from deepskeptic.engine import BestWeights, Job, StepContext
 from deepskeptic.models.forecast import StatisticalForecaster, member_span
 from deepskeptic.tasks.common.optim import adamw
 from deepskeptic.tasks.forecast.baselines import backtest
-from deepskeptic.tasks.forecast.data import Prepared, windows
+from deepskeptic.tasks.forecast.data import Prepared, parts, training_windows, windows
+from deepskeptic.tasks.forecast.gold import parallel_map
 from deepskeptic.tasks.forecast.eval import accuracy, backtest_scales
 from deepskeptic.threads import one_thread
 
@@ -43,16 +45,17 @@ def network_forecasts(model: nn.Module, prepared: Prepared, origins: np.ndarray,
 
 
 class NetworkJob(Job):
+    """A network trained on the windows of one series, or of every series of a panel (a global
+    network: one set of weights, each series' windows in its own scale)."""
     unit = "win"
 
-    def __init__(self, model: nn.Module, prepared: Prepared, settings: dict[str, Any], device: torch.device):
+    def __init__(self, model: nn.Module, prepared, settings: dict[str, Any], device: torch.device):
         self.model, self.prepared, self.device = model, prepared, device
+        self.parts = parts(prepared)
         self.modules = {"model": model}
         self.optimizers = {"main": adamw(model, settings["lr"], settings["weight_decay"])}
-        split = prepared.split
-        z = prepared.scaled()
-        self.x, self.y = (t.to(device) for t in windows(z, split.train_window_origins(), split.lookback, split.horizon))
-        self.val_origins = split.val_window_origins()
+        self.x, self.y = (t.to(device) for t in training_windows(prepared))
+        self.val_origins = self.parts[0].split.val_window_origins()   # (of a panel: the same count in each series)
         self.batch_size = settings["batch_size"]
         # each member keeps the weights of its own best validation epoch (the engine's BestWeights)
         self.best = [BestWeights(core, settings.get("keep_best", True)) for core in model.members]
@@ -77,11 +80,18 @@ class NetworkJob(Job):
         return len(index), {"loss": loss.detach()}
 
     def _validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(member forecasts (K, V, H), actual values (V, H), MASE scales (V,)) at the validation origins."""
-        p = self.prepared
-        members = network_forecasts(self.model, p, self.val_origins, self.device, members=True)
-        actual = np.stack([p.series.values[o:o + p.horizon] for o in self.val_origins])
-        return members, actual, backtest_scales(p.series.values, self.val_origins, p.season)
+        """(member forecasts (K, V, H), actual values (V, H), MASE scales (V,)) at the validation
+        origins; of a panel, its series' one after another (S * V rows): every series has V of them,
+        so the MASE over the rows is the mean of the series' MASEs, as M4 averages."""
+        found = []
+        for p in self.parts:
+            origins = p.split.val_window_origins()
+            members = network_forecasts(self.model, p, origins, self.device, members=True)
+            actual = np.stack([p.series.values[o:o + p.horizon] for o in origins])
+            found.append((members, actual, backtest_scales(p.series.values, origins, p.season)))
+        if len(found) == 1:
+            return found[0]
+        return tuple(np.concatenate(arrays, axis=axis) for arrays, axis in zip(zip(*found), (1, 0, 0)))
 
     def validate(self, epoch: int) -> dict[str, float]:
         """Validation MASE of the ensemble's forecast; with keep_best also of each member, each of
@@ -94,8 +104,14 @@ class NetworkJob(Job):
         forecast = np.median(members, axis=0)
         for k, best in enumerate(self.best):
             best.offer(accuracy(actual, members[k], scales)["mase"], epoch)
-        return {"loss": float(np.mean(np.abs(actual - forecast)) / self.prepared.std[0]),
-                "mase": accuracy(actual, forecast, scales)["mase"]}
+        return {"loss": self._scaled_loss(actual, forecast), "mase": accuracy(actual, forecast, scales)["mase"]}
+
+    def _scaled_loss(self, actual: np.ndarray, forecast: np.ndarray) -> float:
+        """The mean absolute error in scaled units: of a panel, each series' rows by its own std."""
+        if len(self.parts) == 1:
+            return float(np.mean(np.abs(actual - forecast)) / self.parts[0].std[0])
+        std = np.repeat([p.std[0] for p in self.parts], len(self.val_origins))          # (S * V,)
+        return float(np.mean(np.abs(actual - forecast) / std[:, None]))
 
     def should_stop(self) -> bool:
         """Early stopping: no member has improved its validation MASE for ``patience`` epochs (the
@@ -126,19 +142,26 @@ class StatisticalJob(Job):
     """A baseline in the engine: one epoch of one step, the step being the whole backtest's fits."""
     unit = "fit"
 
-    def __init__(self, module: StatisticalForecaster, prepared: Prepared):
-        self.module, self.prepared = module, prepared
+    def __init__(self, module: StatisticalForecaster, prepared, jobs: int = 1):
+        self.module, self.prepared, self.jobs = module, prepared, jobs
         self.modules, self.optimizers = {}, {}
-        self.forecasts: np.ndarray | None = None
-        self.form: dict = {}
+        self.forecasts: np.ndarray | None = None   # (K, H); of a panel (S, K, H)
+        self.form: dict | list = {}                # of a panel, one form per series
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
         return ["fit"]
 
     def train_step(self, batch: Any, ctx: StepContext):
         p = self.prepared
-        self.forecasts, self.form = backtest(self.module.method, self.module.config, p.series.values,
-                                             p.split.test_origins(), p.horizon, p.season)
+        if p is parts(p)[0]:  # one series: the gold standard spreads its origins over the processes
+            self.forecasts, self.form = backtest(self.module.method, self.module.config, p.series.values,
+                                                 p.split.test_origins(), p.horizon, p.season, seasons=p.seasons,
+                                                 jobs=self.jobs)
+        else:                 # a panel: its series over the processes, each series' origins in one
+            results = parallel_map(partial(_backtest_part, self.module.method, self.module.config),
+                                   parts(p), self.jobs)
+            self.forecasts = np.stack([forecasts for forecasts, _ in results])
+            self.form = [form for _, form in results]
         return 1, {}
 
     def extra_state(self) -> dict[str, Any]:
@@ -149,6 +172,10 @@ class StatisticalJob(Job):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "forecasts" in state:
             self.forecasts, self.form = state["forecasts"].numpy(), json.loads(state["form"])
+
+
+def _backtest_part(method: str, config: Any, p: Prepared) -> tuple[np.ndarray, dict]:
+    return backtest(method, config, p.series.values, p.split.test_origins(), p.horizon, p.season, seasons=p.seasons)
 
 
 def recurrent_flops(model: nn.Module, lookback: int) -> int:

@@ -28,9 +28,19 @@ TASK = "forecast"   # the registry's name of this task's models
 COLUMNS = ["time", "forecast"] + [f"{side}_{level}" for level in INTERVAL_LEVELS for side in ("lower", "upper")]
 
 
+def refuse_panel(run: Run) -> None:
+    """predict, evaluate, explain and export read one series; a panel run's are not built yet."""
+    info = run.config["data_info"]
+    if info.get("panel"):
+        raise UserError(f"{run.path} was trained on the panel {info['name']} ({len(info['series'])} series): predict, "
+                        f"evaluate, explain and export take single-series runs for now; each series' forecast past "
+                        f"the end is in {run.path / 'backtest.json'}")
+
+
 def load_model(run: Run, device: torch.device) -> nn.Module:
     """The run's forecaster in eval mode on ``device``: a network with its trained weights, or a
     statistical baseline (no weights: it is fitted on the history it is given)."""
+    refuse_panel(run)
     name = run.config["settings"]["model"]
     model_config = dict(run.config["model_config"])
     if "level_relative" in model_config:  # a network's run from before the changes input: it had none
@@ -44,6 +54,7 @@ def load_model(run: Run, device: torch.device) -> nn.Module:
 def run_series(run: Run, data: str | None) -> Series:
     """The run's own series, or ``data`` read with the run's target, time column, frequency, fill
     and covariates; UserError when it does not match what the network was trained on."""
+    refuse_panel(run)
     s, info = run.config["settings"], run.config["data_info"]
     covariates = ",".join(info["covariates"]) if info["covariates"] else "none"
     if data is None or data == s["data"]:
@@ -68,7 +79,8 @@ def run_prepared(run: Run, series: Series) -> Prepared:
     """``series`` with the run's horizon, lookback, season and scaler (no backtest split)."""
     s, info = run.config["settings"], run.config["data_info"]
     return Prepared(series, s["horizon"], s["lookback"], s["season"], None,
-                    np.asarray(info["mean"]), np.asarray(info["std"]))
+                    np.asarray(info["mean"]), np.asarray(info["std"]),
+                    seasons=tuple(info.get("seasons", ())), season_reason=info.get("season_reason", ""))
 
 
 def prepared_for_run(run: Run, data: str | None) -> Prepared:
@@ -82,7 +94,7 @@ def point_forecast(run: Run, model: nn.Module, prepared: Prepared, device: torch
     series, horizon = prepared.series, prepared.horizon
     if registry.spec(TASK, run.config["settings"]["model"]).one_step:
         form = read_backtest(run)["form"] if form is None else form
-        return forecast(model.method, form, series.values, horizon, prepared.season)
+        return forecast(model.method, form, series.values, horizon, prepared.season, model.config, prepared.seasons)
     if len(series) < prepared.lookback:
         raise UserError(f"the series has {len(series)} points but this network needs the last {prepared.lookback} "
                         f"(its lookback); give a longer series")
@@ -199,7 +211,8 @@ class ForecastPredictor(Predictor):
         origins = split.test_origins()
         if self.one_step:
             forecasts, _ = backtest(self.model.method, self.model.config, prepared.series.values, origins,
-                                    prepared.horizon, prepared.season)
+                                    prepared.horizon, prepared.season, seasons=prepared.seasons,
+                                    jobs=s.get("fit_jobs", 1))
         else:
             forecasts = network_forecasts(self.model, prepared, origins, self.device)
         return {"data": str(data or s["data"]), "origins": len(origins), **evaluate_backtest(prepared, origins, forecasts)}

@@ -33,16 +33,29 @@ def anchor_words(model_config: dict[str, Any]) -> str:
     return base + level
 
 
+def season_words(season: int, reason: str | None) -> str:
+    """'season 48 (data every 30min: 48 steps a day (the season), 336 a week)'."""
+    return f"season {season}" + (f" ({reason})" if reason else "")
+
+
 def write_run_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
     config, metrics = run.config, metrics if metrics is not None else run.metrics
     s, info = config["settings"], config["data_info"]
+    if info.get("panel"):
+        write_panel_report(run, metrics)
+        return
     bt = read_backtest(run)
     report = Report(f"forecast · {s['model']} on {info['name']}")
+    owa = metrics.get("test_owa")
     report.paragraph(
-        f"MASE {metrics['test_mase']:.3f}, sMAPE {metrics['test_smape']:.2f}% over {metrics['origins']} backtest origins "
-        f"({bt['origin_labels'][0]} to {bt['origin_labels'][-1]}), horizon {metrics['horizon']}, season {metrics['season']}; "
+        f"MASE {metrics['test_mase']:.3f}, sMAPE {metrics['test_smape']:.2f}%"
+        + (f", OWA {owa:.3f}" if owa is not None else "")
+        + f" over {metrics['origins']} backtest origins "
+        f"({bt['origin_labels'][0]} to {bt['origin_labels'][-1]}), horizon {metrics['horizon']}, "
+        f"{season_words(metrics['season'], metrics.get('season_reason'))}; "
         f"{metrics['train_seconds']:.1f} s of training on {metrics['device']}, seed {metrics['seed']}. "
-        f"MASE below 1 beats the in-sample seasonal naive forecast's average one-step error.")
+        f"MASE below 1 beats the in-sample seasonal naive forecast's average one-step error; OWA below 1 beats "
+        f"M4's Naive2 (the seasonally adjusted naive forecast) at the same origins.")
     for note in info.get("notes", []):
         report.paragraph(f"data: {note}", "muted")
     if config.get("model_config", {}).get("level_relative"):
@@ -58,8 +71,13 @@ def write_run_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
     report.heading("Error by step of the horizon")
     report.figure(per_step_figure({s["model"]: metrics["per_step"]["mase"]}))
     if metrics.get("form"):
-        report.heading("Chosen form (on the data before the first origin)")
-        report.table(["setting", "value"], [[k, v] for k, v in metrics["form"].items()])
+        form = metrics["form"]
+        if "chosen" in form:  # the gold standard: its selection ran at every origin
+            report.heading("Chosen forms (the automatic selection at each origin)")
+            report.table(["form", "origins"], [[k, v] for k, v in form["chosen"].items()])
+        else:
+            report.heading("Chosen form (on the data before the first origin)")
+            report.table(["setting", "value"], [[k, v] for k, v in form.items()])
     history = run.history()
     if history and "train_loss" in history[0]:
         report.heading("Learning curves")
@@ -76,6 +94,70 @@ def write_run_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
             report.heading("Inside the LSTM: gates and cell state over the last window")
             report.figure(gates_figure(window, forecast, gates, units, labels, layer),
                           "the explicit LSTM cell loaded with the trained weights ('deepskeptic explain RUN')")
+    report.heading("Settings")
+    report.table(["setting", "value"], [[k, v] for k, v in s.items()])
+    run.write_report(report.render())
+
+
+PANEL_FIGURES = 6   # series drawn in a panel run's report: the first ones of the panel
+
+
+def first_series(bt: dict) -> dict:
+    """A backtest record to draw: a single series' own, a panel's first series'."""
+    return bt["series"][0] if "series" in bt else bt
+
+
+def write_panel_report(run: Run, metrics: dict[str, Any]) -> None:
+    config = run.config
+    s, info = config["settings"], config["data_info"]
+    bt = read_backtest(run)
+    first = bt["series"][0]
+    owa = metrics.get("test_owa")
+    report = Report(f"forecast · {s['model']} on the panel {info['name']} ({metrics['series']} series)")
+    kind = ("a global network: one set of weights trained on the windows of every series, each scaled by its own "
+            "training span" if not registry.spec("forecast", s["model"]).one_step else
+            "fitted to each series on its own at every origin")
+    report.paragraph(
+        f"Over {metrics['series']} series and {metrics['origins']} backtest origins each ({first['origin_labels'][0]} to "
+        f"{first['origin_labels'][-1]}): mean MASE {metrics['test_mase']:.3f}, mean sMAPE {metrics['test_smape']:.2f}%"
+        + (f", OWA {owa:.3f}" if owa is not None else "") + f"; horizon {metrics['horizon']}, "
+        f"{season_words(metrics['season'], metrics.get('season_reason'))}; {kind}. "
+        f"{metrics['train_seconds']:.1f} s of training on {metrics['device']}, seed {metrics['seed']}. OWA is M4's: "
+        f"the mean sMAPE and MASE, each against Naive2's at the same origins; below 1 beats Naive2.")
+    for note in info.get("notes", []):
+        report.paragraph(f"data: {note}", "muted")
+    if config.get("model_config", {}).get("level_relative"):
+        report.paragraph(f"The network corrects its anchor: {anchor_words(config['model_config'])}.", "muted")
+    report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
+    report.heading("Per series")
+    report.table(["series", "MASE", "sMAPE %", "OWA", "Naive2 MASE"],
+                 [[name, f"{m['mase']:.4g}", f"{m['smape']:.4g}", "" if m["owa"] is None else f"{m['owa']:.4g}",
+                   f"{m['naive2_mase']:.4g}"] for name, m in metrics["per_series"].items()])
+    shown = bt["series"][:PANEL_FIGURES]
+    report.heading(f"Forecasts against the actual values (the first {len(shown)} series)")
+    cols = 3
+    rows_n = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 2.8 * rows_n), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, name, record in zip(axes.flat, bt["names"], shown):
+        ax.set_axis_on()
+        forecast_panel(ax, record, f"{name}: MASE {metrics['per_series'][name]['mase']:.3f}", paths="three")
+    fig.tight_layout()
+    report.figure(fig, "black: the series; coloured: forecasts made at three backtest origins; red: past the end")
+    report.heading("Error by step of the horizon (mean over the series)")
+    report.figure(per_step_figure({s["model"]: metrics["per_step"]["mase"]}))
+    if metrics.get("form", {}).get("chosen"):
+        report.heading("Chosen forms (the automatic selection at each series' origins)")
+        report.table(["form", "fits"], [[k, v] for k, v in metrics["form"]["chosen"].items()])
+    history = run.history()
+    if history and "train_loss" in history[0]:
+        report.heading("Learning curves")
+        curves = {"train": [{"epoch": h["epoch"], "loss": h["train_loss"]} for h in history],
+                  "validation": [{"epoch": h["epoch"], "loss": h["val_loss"], "mase": h["val_mase"]}
+                                 for h in history if "val_loss" in h]}
+        report.figure(learning_curves(curves, ["loss", "mase"]), "L1 loss in scaled units; validation MASE (mean over "
+                                                                 "the series)")
     report.heading("Settings")
     report.table(["setting", "value"], [[k, v] for k, v in s.items()])
     run.write_report(report.render())
@@ -116,14 +198,19 @@ def comparison_sections(task, report: Report, summary: dict) -> None:
     rows = []
     for m, runs in loaded.items():
         row = [m, models[m]["role"] if not registry.spec(task.name, m).one_step else "statistical", len(runs)]
-        for key in ("test_mase", "test_smape", "test_mae", "test_rmse"):
-            values = [metrics[key] for metrics, _ in runs]
-            row.append(f"{np.mean(values):.4g} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}")
+        for key in ("test_mase", "test_smape", "test_owa", "test_mae", "test_rmse"):
+            values = [metrics.get(key) for metrics, _ in runs]
+            values = [v for v in values if v is not None]   # OWA: runs from before it existed, or a perfect Naive2
+            row.append(f"{np.mean(values):.4g} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}"
+                       if values else "")
         row.append(models[m]["train_seconds_mean"])
         rows.append(row)
-    report.table(["model", "kind", "runs", "MASE", "sMAPE %", "MAE", "RMSE", "train s"], rows)
+    report.table(["model", "kind", "runs", "MASE", "sMAPE %", "OWA", "MAE", "RMSE", "train s"], rows)
+    first = next(iter(loaded.values()))[0][0]
     report.paragraph("Statistical baselines do not depend on the seed and run once. MASE below 1 beats the "
-                     "in-sample seasonal naive forecast's average one-step error.", "muted")
+                     "in-sample seasonal naive forecast's average one-step error; OWA below 1 beats M4's Naive2 "
+                     "(the seasonally adjusted naive forecast) at the same origins. "
+                     f"{season_words(first['season'], first.get('season_reason')).capitalize()}.", "muted")
     report.heading("Forecasts against the actual values (seed 0; first, middle and last origin)")
     cols = 3
     rows_n = (len(loaded) + cols - 1) // cols
@@ -132,9 +219,32 @@ def comparison_sections(task, report: Report, summary: dict) -> None:
         ax.set_axis_off()
     for ax, (m, runs) in zip(axes.flat, loaded.items()):
         ax.set_axis_on()
-        forecast_panel(ax, runs[0][1], f"{m}: MASE {runs[0][0]['test_mase']:.3f}", paths="three")
+        forecast_panel(ax, first_series(runs[0][1]), f"{m}: MASE {runs[0][0]['test_mase']:.3f}", paths="three")
     fig.tight_layout()
     report.figure(fig, "black: the series; coloured: forecasts made at three backtest origins; red: past the end")
     report.heading("Error by step of the horizon (mean over seeds)")
     report.figure(per_step_figure({m: np.mean([metrics["per_step"]["mase"] for metrics, _ in runs], axis=0).tolist()
                                    for m, runs in loaded.items()}))
+    if all("per_series" in runs[0][0] for runs in loaded.values()):
+        per_series_section(task, report, loaded)
+
+
+def per_series_section(task, report: Report, loaded: dict[str, list[tuple[dict, dict]]]) -> None:
+    """Where each network wins on a panel: its MASE per series (mean over seeds) against the best
+    statistical baseline's (the one with the lowest mean MASE over the series)."""
+    mase = {m: {name: float(np.mean([metrics["per_series"][name]["mase"] for metrics, _ in runs]))
+                for name in runs[0][0]["per_series"]} for m, runs in loaded.items()}
+    statistical = [m for m in mase if registry.spec(task.name, m).one_step]
+    networks = [m for m in mase if m not in statistical]
+    if not statistical or not networks:
+        return
+    best = min(statistical, key=lambda m: np.mean(list(mase[m].values())))
+    names = list(mase[best])
+    report.heading(f"Per series: the networks against {best} (the best statistical baseline over the panel)")
+    for net in networks:
+        wins = [n for n in names if mase[net][n] < mase[best][n]]
+        report.paragraph(f"{net} has a lower MASE than {best} on {len(wins)} of {len(names)} series"
+                         + (f": {', '.join(wins[:12])}" + (" ..." if len(wins) > 12 else "") if wins else "") + ".")
+    report.table(["series", *[f"{m} MASE" for m in [best, *networks]], "best statistical on it"],
+                 [[n, *[f"{mase[m][n]:.4g}" for m in [best, *networks]],
+                   min(statistical, key=lambda m: mase[m][n])] for n in names])

@@ -7,7 +7,6 @@ two optimizers, sampling), ``measure`` (the final measures), ``report`` (picture
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any, ClassVar
 
@@ -18,7 +17,7 @@ from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.gan import DCGAN_SIZES, DCGANConfig, resolve_dcgan_config
 from deepskeptic.runs import Run
-from deepskeptic.settings import positive_int
+from deepskeptic.settings import MAX_IMAGE_SIZE, Setting
 from deepskeptic.tasks.base import GenerateOptions, Task
 from deepskeptic.tasks.common.judge import get_judge, real_reference
 from deepskeptic.tasks.gan.data import Prepared, data_shape, limit_data, load_data
@@ -38,46 +37,35 @@ class GanTask(Task):
     renamed_settings: ClassVar[dict[str, str]] = {"fd_samples": "eval_samples"}  # the name cyclegan uses
     commands: ClassVar[frozenset[str]] = frozenset({"generate"})
     predictor_class = GanPredictor
-    task_defaults = {
-        "image_size": None,     # pixels per side; default the data's own (dcgan makes 8, 16, 28, 32, 64, 128)
-        "classes": None,        # comma-separated class names to keep (default: all)
-        "limit": None,          # at most this many training images (a fixed subset; quick tries)
-        "epoch_images": 10000,  # images per epoch (a random draw): a grid and an FD every ~10k images, since
-                                # a GAN's epochs mark progress, not passes (a 2-core CPU does ~1 pass in 10 min)
-        "objective": "ns",      # 'ns' non-saturating (Goodfellow et al. 2014) or 'hinge' (steadier at times)
-        "d_steps": 1,           # discriminator steps per generator step
-        "d_win_steps": 1000,    # stop when D wins outright this many steps in a row (0: never stop)
-        "judge": None,          # an image run whose classifier measures; default: train one and cache it
-        "judge_epochs": 5,      # epochs of the cached judge (cnn): ~89 % on Fashion-MNIST, under a minute on 2 cores
-        "judge_limit": 12000,   # at most this many training images for the judge (minutes on 2 cores)
-        "eval_samples": 2000,   # images per side for FD, precision and recall (FD is biased at small n)
-    }
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--image-size", type=int, help="resize images to this many pixels per side")
-        parser.add_argument("--classes", help="comma-separated class names to keep, e.g. sneaker,sandal")
-        parser.add_argument("--limit", type=int, help="use at most this many training images")
-        parser.add_argument("--epoch-images", type=int, help="training images per epoch, drawn at random "
-                            "(10000; the whole set when smaller)")
-        parser.add_argument("--objective", choices=["ns", "hinge"], help="adversarial loss (ns)")
-        parser.add_argument("--d-steps", type=int, help="discriminator steps per generator step (1)")
-        parser.add_argument("--d-win-steps", type=int, help="stop after the discriminator wins outright "
-                            "this many steps in a row (1000; 0: never)")
-        parser.add_argument("--judge", help="image run whose classifier measures the samples (default: cached cnn)")
-        parser.add_argument("--judge-epochs", type=int, help="epochs of an automatically trained judge (5)")
-        parser.add_argument("--judge-limit", type=int, help="training images of an automatically trained judge (12000)")
-        parser.add_argument("--eval-samples", type=int, help="images per side for FD, precision, recall (2000)")
-        parser.add_argument("--fd-samples", type=int, help=argparse.SUPPRESS)  # the old name of --eval-samples
-
-    def check_settings(self, settings: dict[str, Any]) -> None:
-        for key in ("d_steps", "judge_epochs", "judge_limit", "eval_samples", "limit", "image_size", "epoch_images"):
-            positive_int(settings, key)
-        positive_int(settings, "d_win_steps", allow_zero=True)
-        if settings["objective"] not in ("ns", "hinge"):
-            raise UserError(f"objective must be ns or hinge, got {settings['objective']!r}")
+    declared_settings = (
+        # pixels per side; default the data's own (dcgan makes 8, 16, 28, 32, 64, 128)
+        Setting("image_size", None, "int", "resize images to this many pixels per side", low=1, high=MAX_IMAGE_SIZE),
+        # comma-separated class names to keep (default: all)
+        Setting("classes", None, "str", "comma-separated class names to keep, e.g. sneaker,sandal"),
+        # at most this many training images (a fixed subset; quick tries)
+        Setting("limit", None, "int", "use at most this many training images", low=1),
+        # images per epoch (a random draw): a grid and an FD every ~10k images, since a GAN's epochs
+        # mark progress, not passes (a 2-core CPU does ~1 pass in 10 min)
+        Setting("epoch_images", 10000, "int", "training images per epoch, drawn at random "
+                                              "(10000; the whole set when smaller)", low=1),
+        # 'ns' non-saturating (Goodfellow et al. 2014) or 'hinge' (steadier at times)
+        Setting("objective", "ns", "choice", "adversarial loss (ns)", choices=("ns", "hinge")),
+        Setting("d_steps", 1, "int", "discriminator steps per generator step (1)", low=1),
+        # stop when D wins outright this many steps in a row (0: never stop)
+        Setting("d_win_steps", 1000, "int", "stop after the discriminator wins outright "
+                                            "this many steps in a row (1000; 0: never)", low=0),
+        # an image run whose classifier measures; default: train one and cache it
+        Setting("judge", None, "path", "image run whose classifier measures the samples (default: cached cnn)"),
+        # epochs of the cached judge (cnn): ~89 % on Fashion-MNIST, under a minute on 2 cores
+        Setting("judge_epochs", 5, "int", "epochs of an automatically trained judge (5)", low=1),
+        # at most this many training images for the judge (minutes on 2 cores)
+        Setting("judge_limit", 12000, "int", "training images of an automatically trained judge (12000)", low=1),
+        # images per side for FD, precision and recall (FD is biased at small n); its old name
+        # fd_samples (renamed_settings) keeps a hidden flag --fd-samples
+        Setting("eval_samples", 2000, "int", "images per side for FD, precision, recall (2000)", low=1),
+    )
 
     def prepare(self, settings: dict[str, Any]) -> Prepared:
-        self.check_settings(settings)
         full = load_data(settings)
         data = limit_data(full, settings.get("limit"))
         if len(data.x_test) < 2:
@@ -145,6 +133,10 @@ class GanTask(Task):
         modules = {"generator": gan.generator, "discriminator": gan.discriminator}
         run.load_weights(modules)
         return {name: module.to(device).eval() for name, module in modules.items()}
+
+    def export_graphs(self, run: Run) -> list:
+        from deepskeptic.tasks.gan.export import graphs
+        return graphs(self, run)
 
     def write_report(self, run: Run, prepared: Prepared | None = None, metrics: dict | None = None) -> None:
         write_gan_report(run, metrics)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from deepskeptic.errors import UserError
-from deepskeptic.tasks.base import GenerateOptions, Predictor
+from deepskeptic.tasks.base import GENERATE_SETTINGS, GenerateOptions, Predictor
 from deepskeptic.tasks.common.adversarial import save_png
 from deepskeptic.tasks.gan.jobs import sample
 from deepskeptic.tasks.gan.measure import measure_run
@@ -27,8 +27,8 @@ class GanPredictor(Predictor):
 
     def generate(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` images (n, C, S, S) uint8 from the noise of ``seed`` (the same seed, the same images)."""
-        if n < 1:
-            raise UserError(f"--n must be at least 1, got {n}")
+        GENERATE_SETTINGS["n"].check(n)         # the flags' declarations, for the Python API too
+        GENERATE_SETTINGS["seed"].check(seed)
         return sample(self.generator, n, self.latent_dim, seed, self.device).numpy()
 
     def evaluate(self, data: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """The `image` task: classify images; cnn and alexnet on trial against mlp and logreg."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any
 
@@ -13,6 +12,7 @@ from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.image import AlexNetConfig, alexnet_variant
 from deepskeptic.runs import Run
+from deepskeptic.settings import MAX_IMAGE_SIZE, Setting
 from deepskeptic.tasks.base import ExplainOptions, Task
 from deepskeptic.tasks.common.classification import classification_metrics
 from deepskeptic.tasks.common.flops import forward_flops
@@ -34,24 +34,21 @@ class ImageTask(Task):
     default_models = ("logreg", "mlp", "cnn", "alexnet")
     commands = frozenset({"explain"})
     predictor_class = ImagePredictor
-    task_defaults = {
-        "image_size": None,       # pixels per side; default: the data's own size
-        "val_split": 0.1,         # fraction of the training images held out for validation
-        "limit": None,            # use at most this many training images (quick tries)
-        "augment": False,         # random shifts of up to size/14 px; the model's train_defaults set it
-        "flip": False,            # random horizontal flips: only for data where mirror images are the same class
-        "label_smoothing": 0.1,   # softens one-hot targets; helps short budgets generalise
-    }
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--image-size", type=int, help="resize images to this many pixels per side")
-        parser.add_argument("--val-split", type=float, help="fraction of training images for validation (0.1)")
-        parser.add_argument("--limit", type=int, help="use at most this many training images")
-        parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                            help="random shifts during training (default: on for alexnet, off for the others)")
-        parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                            help="random horizontal flips during training (default: off)")
-        parser.add_argument("--label-smoothing", type=float, help="label smoothing (0.1)")
+    declared_settings = (
+        # pixels per side; default: the data's own size
+        Setting("image_size", None, "int", "resize images to this many pixels per side", low=1, high=MAX_IMAGE_SIZE),
+        # fraction of the training images held out for validation
+        Setting("val_split", 0.1, "float", "fraction of training images for validation (0.1)",
+                low=0, high=1, high_open=True),
+        # use at most this many training images (quick tries)
+        Setting("limit", None, "int", "use at most this many training images", low=1),
+        # random shifts of up to size/14 px; the model's train_defaults set it
+        Setting("augment", False, "bool", "random shifts during training (default: on for alexnet, off for the others)"),
+        # random horizontal flips: only for data where mirror images are the same class
+        Setting("flip", False, "bool", "random horizontal flips during training (default: off)"),
+        # softens one-hot targets; helps short budgets generalise
+        Setting("label_smoothing", 0.1, "float", "label smoothing (0.1)", low=0, high=1, high_open=True),
+    )
 
     # --- training a run ---
     def prepare(self, settings: dict[str, Any]) -> Prepared:
@@ -113,6 +110,10 @@ class ImageTask(Task):
                 "description": f"{d.image_size}x{d.image_size}x{d.channels} images, {d.num_classes} classes ({data})"}
 
     # --- using a finished run (load_models: the default, one "model") ---
+    def export_graphs(self, run: Run) -> list:
+        from deepskeptic.tasks.image.export import graphs
+        return graphs(self, run)
+
     def explain(self, run: Run, options: ExplainOptions) -> int:
         if not options.inputs:
             raise UserError("name at least one image to explain")

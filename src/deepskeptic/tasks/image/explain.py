@@ -21,7 +21,7 @@ def explain_images(predictor: ImagePredictor, options: ExplainOptions) -> int:
         raise UserError(f"model '{run.config['settings']['model']}' has no convolutional layers to explain; "
                         f"use a cnn or alexnet run")
     x, paths = predictor.read(list(options.inputs))
-    out = Path(options.out) if options.out else run.path / "explain"
+    out = Path(options.out) if options.out else run.inside("explain")
     for image, path in zip(x, paths):
         xn = normalise(image[None], predictor.mean, predictor.std)
         stem = Path(path).stem

@@ -52,7 +52,13 @@ class ImageJob(Job):
         self.modules = {"model": model}
         self.optimizers = {"main": adamw(model, settings["lr"], settings["weight_decay"])}
         self.device = device
-        self.x_train, self.y_train = data.x_train.to(device), data.y_train.to(device)
+        # In memory: the whole training set on the device. A folder's memory map stays on disk: each
+        # batch is read from it and moved alone, so memory does not grow with the folder.
+        self.on_device = isinstance(data.x_train, torch.Tensor)
+        if self.on_device:
+            self.x_train, self.y_train = data.x_train.to(device), data.y_train.to(device)
+        else:
+            self.x_train, self.y_train = data.x_train, data.y_train
         self.x_val, self.y_val = data.x_val, data.y_val
         self.mean = torch.tensor(prepared.mean, device=device)
         self.std = torch.tensor(prepared.std, device=device)
@@ -64,15 +70,18 @@ class ImageJob(Job):
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
         n = len(self.x_train)
-        order = torch.randperm(n, generator=generator).to(self.device)
+        order = torch.randperm(n, generator=generator)
+        order = order.to(self.device) if self.on_device else order
         full = n // self.batch_size
         if full == 0:  # fewer examples than one batch
             return [order]
         return list(order[:full * self.batch_size].view(full, self.batch_size))  # drop the ragged tail
 
     def train_step(self, index: torch.Tensor, ctx: StepContext):
-        x = normalise(self.x_train[index], self.mean, self.std)       # (B, C, H, W) float
-        y = self.y_train[index]
+        x, y = self.x_train[index], self.y_train[index]               # (B, C, H, W) uint8, (B,)
+        if not self.on_device:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        x = normalise(x, self.mean, self.std)                           # (B, C, H, W) float
         if self.max_shift:
             x = random_shift(x, self.max_shift)
         if self.flip:

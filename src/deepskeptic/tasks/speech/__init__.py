@@ -10,7 +10,6 @@ utterances, the metrics, FLOPs) < data.py (the prepared data, classes or vocabul
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from typing import Any
@@ -23,7 +22,7 @@ from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_json
 from deepskeptic.models import registry
 from deepskeptic.runs import Run
-from deepskeptic.settings import positive_int
+from deepskeptic.settings import Setting
 from deepskeptic.tasks.base import Task
 from deepskeptic.tasks.speech.data import Prepared, labels_for
 from deepskeptic.tasks.speech.data import shape_of as data_shape
@@ -43,33 +42,29 @@ class SpeechTask(Task):
     default_epochs = 30
     default_models = ("mlp", "cnn", "lstm")
     predictor_class = SpeechPredictor
-    task_defaults = {
-        "n_mels": 40,             # log-mel bands per 10 ms frame
-        "val_split": 0.1,         # fraction held out for validation (of speakers, when the data names them)
-        "test_split": 0.2,        # fraction held out for testing, when the data does not say which
-        "limit": None,            # use at most this many training utterances (quick tries)
-        "augment": True,          # SpecAugment time and frequency masking during training
-        "bidirectional": None,    # lstm: also read the frames backwards (the model's default: no)
-        "label_smoothing": 0.1,   # classifiers: softens one-hot targets; helps unseen voices
-        "beam": 8,                # CTC prefix beam width for test decoding (0: greedy only)
-        "clip": 5.0,              # max gradient norm: LSTM gradients spike on long utterances
-    }
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--n-mels", type=int, help="log-mel bands (40)")
-        parser.add_argument("--val-split", type=float, help="fraction held out for validation (0.1)")
-        parser.add_argument("--test-split", type=float, help="fraction held out for testing when the data has no split (0.2)")
-        parser.add_argument("--limit", type=int, help="use at most this many training utterances")
-        parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                            help="SpecAugment time and frequency masking (default: on)")
-        parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
-                            help="lstm: also read the frames backwards (default: off)")
-        parser.add_argument("--label-smoothing", type=float, help="classifiers' label smoothing (0.1)")
-        parser.add_argument("--beam", type=int, help="CTC beam width for test decoding (8; 0: greedy)")
+    declared_settings = (
+        # log-mel bands per 10 ms frame; 8..128, the range the audio loader accepts (its 400-point
+        # STFT has 201 frequency bins to share out)
+        Setting("n_mels", 40, "int", "log-mel bands (40)", low=8, high=128),
+        # fraction held out for validation (of speakers, when the data names them)
+        Setting("val_split", 0.1, "float", "fraction held out for validation (0.1)", low=0, high=1, high_open=True),
+        # fraction held out for testing, when the data does not say which
+        Setting("test_split", 0.2, "float", "fraction held out for testing when the data has no split (0.2)",
+                low=0, high=1, high_open=True),
+        # use at most this many training utterances (quick tries)
+        Setting("limit", None, "int", "use at most this many training utterances", low=1),
+        # SpecAugment time and frequency masking during training
+        Setting("augment", True, "bool", "SpecAugment time and frequency masking (default: on)"),
+        # lstm: also read the frames backwards (the model's default: no)
+        Setting("bidirectional", None, "bool", "lstm: also read the frames backwards (default: off)"),
+        # classifiers: softens one-hot targets; helps unseen voices
+        Setting("label_smoothing", 0.1, "float", "classifiers' label smoothing (0.1)", low=0, high=1, high_open=True),
+        # CTC prefix beam width for test decoding (0: greedy only)
+        Setting("beam", 8, "int", "CTC beam width for test decoding (8; 0: greedy)", low=0),
+        Setting("clip", 5.0, "float", low=0, low_open=True),  # max gradient norm: LSTM gradients spike on long utterances
+    )
 
     def prepare(self, settings: dict[str, Any]) -> Prepared:
-        positive_int(settings, "beam", allow_zero=True)
-        positive_int(settings, "limit")
         data = load_speech_data(str(settings["data"]), n_mels=settings["n_mels"], val_split=settings["val_split"],
                                 test_split=settings["test_split"], limit=settings["limit"],
                                 progress=settings.get("progress", True) and sys.stderr.isatty())
@@ -117,6 +112,10 @@ class SpeechTask(Task):
 
     def write_report(self, run: Run, prepared: Prepared | None = None, metrics: dict | None = None) -> None:
         write_speech_report(run, metrics)
+
+    def export_graphs(self, run: Run) -> list:
+        from deepskeptic.tasks.speech.export import graphs
+        return graphs(self, run)
 
     def datasets(self) -> list[dict[str, Any]]:
         return spoken.spoken_datasets()

@@ -13,7 +13,6 @@ Documents are split by a hash of their text (data/text.py), so duplicates never 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from typing import Any
@@ -26,7 +25,7 @@ from deepskeptic.fileio import atomic_write_json
 from deepskeptic.models import registry
 from deepskeptic.models.text import TextLSTM
 from deepskeptic.runs import Run
-from deepskeptic.settings import positive_int
+from deepskeptic.settings import Setting
 from deepskeptic.tasks.base import ExplainOptions, PredictOptions, Task
 from deepskeptic.tasks.common import gates
 from deepskeptic.tasks.common.classification import classification_metrics
@@ -44,35 +43,29 @@ class TextTask(Task):
     higher_is_better = True
     default_epochs = 5
     default_models = ("logreg", "mlp", "lstm")
-    task_defaults = {
-        "text_col": "text",       # CSV column holding the document
-        "label_col": "label",     # CSV column holding its class
-        "encoding": None,         # None: strict UTF-8
-        "val_split": 0.1,         # fraction of documents (by hash of their text) for validation
-        "test_split": 0.15,       # fraction of documents (by hash of their text) held out for testing
-        "max_len": 512,           # characters of each document the lstm reads (longer ones are cut)
-        "min_char_count": 2,      # rarer characters become the unknown symbol (lstm)
-        "ngram_max": 2,           # word n-grams 1..ngram_max for mlp and logreg
-        "max_features": 20_000,   # the most frequent n-grams kept (seen in >= 2 training documents);
-                                  # the mlp's first layer and its optimizer step grow with it
-        "clip": 1.0,              # gradient-norm clipping (the LSTM needs it; harmless elsewhere)
-    }
+    declared_settings = (
+        Setting("text_col", "text", "str", "CSV column with the text (text)"),     # CSV column holding the document
+        Setting("label_col", "label", "str", "CSV column with the label (label)"),  # CSV column holding its class
+        Setting("encoding", None, "str", "the files' encoding (default: UTF-8, strictly)"),  # None: strict UTF-8
+        # fraction of documents (by hash of their text) for validation
+        Setting("val_split", 0.1, "float", "fraction of documents for validation (0.1)",
+                low=0, high=1, low_open=True, high_open=True),
+        # fraction of documents (by hash of their text) held out for testing
+        Setting("test_split", 0.15, "float", "fraction of documents held out for testing (0.15)",
+                low=0, high=1, low_open=True, high_open=True),
+        # characters of each document the lstm reads (longer ones are cut)
+        Setting("max_len", 512, "int", "characters per document the lstm reads (512)", low=1),
+        Setting("min_char_count", 2, "int", low=0),     # rarer characters become the unknown symbol (lstm)
+        Setting("ngram_max", 2, "int", "longest word n-gram for mlp/logreg (2)", low=1),  # word n-grams 1..ngram_max
+        # the most frequent n-grams kept (seen in >= 2 training documents); the mlp's first layer
+        # and its optimizer step grow with it
+        Setting("max_features", 20_000, "int", "n-grams kept for mlp/logreg (20000)", low=1),
+        Setting("clip", 1.0, "float", low=0, low_open=True),  # gradient-norm clipping (the LSTM needs it; harmless elsewhere)
+    )
     commands = frozenset({"explain"})
     predictor_class = TextPredictor
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--text-col", help="CSV column with the text (text)")
-        parser.add_argument("--label-col", help="CSV column with the label (label)")
-        parser.add_argument("--encoding", help="the files' encoding (default: UTF-8, strictly)")
-        parser.add_argument("--val-split", type=float, help="fraction of documents for validation (0.1)")
-        parser.add_argument("--test-split", type=float, help="fraction of documents held out for testing (0.15)")
-        parser.add_argument("--max-len", type=int, help="characters per document the lstm reads (512)")
-        parser.add_argument("--ngram-max", type=int, help="longest word n-gram for mlp/logreg (2)")
-        parser.add_argument("--max-features", type=int, help="n-grams kept for mlp/logreg (20000)")
-
     def prepare(self, settings: dict[str, Any]) -> Prepared:
-        for key in ("max_len", "ngram_max", "max_features"):
-            positive_int(settings, key)
         data = load_labelled(str(settings["data"]), text_col=settings["text_col"], label_col=settings["label_col"],
                              encoding=settings["encoding"], val_split=settings["val_split"],
                              test_split=settings["test_split"])
@@ -142,6 +135,10 @@ class TextTask(Task):
                                         f"{shape['num_classes']} classes ({data})"}
 
     # --- using a finished run ---
+    def export_graphs(self, run: Run) -> list:
+        from deepskeptic.tasks.text.export import graphs
+        return graphs(self, run)
+
     def predict(self, run: Run, options: PredictOptions) -> int:
         predictor = self.predictor(run)
         results = predictor.predict_command(options)

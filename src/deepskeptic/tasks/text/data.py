@@ -28,14 +28,25 @@ def reads(model: str) -> str:
     return registry.spec(TASK, model).reads
 
 
+def truncate(text: str, max_len: int) -> str:
+    """The part of a document the lstm reads: its first ``max_len`` characters; the rest of a
+    longer document is not read. One rule for training, validation, test, predict and export (the
+    export's sidecar states it), and the one every run before it was trained with, so a finished
+    run's texts are read as it learnt them. Head rather than head + tail: a document's reading
+    stays a prefix of its reading at a larger ``max_len``, and how much is read is ``max_len``'s
+    choice, not the cut's."""
+    return text[:max_len]
+
+
 class CharInputs:
-    """Documents as padded character ids: ids (N, max_len) int32 with 0 = padding, lengths (N,)."""
+    """Documents as padded character ids: ids (N, max_len) int32 with 0 = padding, lengths (N,);
+    each document cut by ``truncate`` (its first ``max_len`` characters), at least 1 long."""
 
     def __init__(self, texts: list[str], vocab, max_len: int):
         self.lengths = torch.tensor([max(1, min(len(t), max_len)) for t in texts], dtype=torch.long)
         self.ids = torch.zeros(len(texts), max(1, int(self.lengths.max()) if len(texts) else 1), dtype=torch.int32)
         for i, t in enumerate(texts):
-            encoded = vocab.encode(t[:max_len])
+            encoded = vocab.encode(truncate(t, max_len))
             self.ids[i, :len(encoded)] = encoded.int()
 
     def __len__(self) -> int:
@@ -86,7 +97,7 @@ class Prepared:
         if reading not in self.cache:
             texts, s = self.data.texts, self.settings
             if reading == "chars":
-                vocab = Vocab.from_text("".join(t[:s["max_len"]] for t in texts["train"]),
+                vocab = Vocab.from_text("".join(truncate(t, s["max_len"]) for t in texts["train"]),
                                         min_count=max(1, s["min_char_count"]), pad=True)
                 out = {split: CharInputs(texts[split], vocab, s["max_len"]) for split in texts}
                 out["vocab"] = vocab
@@ -120,11 +131,23 @@ def read_texts(run: Run, reader, texts: list[str]) -> CharInputs | BagInputs:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, inputs, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """(N, classes) logits in eval mode, in batches."""
+def predict_logits(model: nn.Module, inputs, device: torch.device, batch_size: int = 256,
+                   bucketing: bool = True) -> torch.Tensor:
+    """(N, classes) logits in eval mode, in batches, in the order of ``inputs``.
+
+    ``bucketing``: the batches are runs of documents sorted longest first, so that each holds
+    documents of about one length (little padding; with a packed model none), and the logits are
+    put back in the documents' order: a document's logits do not depend on its batch-mates (equal
+    to one document at a time within float rounding). Without, batches in the documents' order."""
     was_training = model.training
     model.eval()
-    out = [model(*inputs.batch(torch.arange(a, min(a + batch_size, len(inputs))), device)).float().cpu()
-           for a in range(0, len(inputs), batch_size)]
+    n = len(inputs)
+    order = inputs.lengths.argsort(descending=True, stable=True) if bucketing else torch.arange(n)
+    out = [model(*inputs.batch(order[a:a + batch_size], device)).float().cpu() for a in range(0, n, batch_size)]
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, 0)
+    if not out:
+        return torch.zeros(0, 0)
+    logits = torch.cat(out)
+    if bucketing:
+        logits = torch.empty_like(logits).index_copy_(0, order, logits)
+    return logits

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepskeptic.engine import Job, StepContext
+from deepskeptic.models.text import TextLSTM
 from deepskeptic.tasks.common.optim import adamw
 from deepskeptic.tasks.text.data import Prepared, predict_logits
 
@@ -15,10 +16,19 @@ BUCKET = 50  # batches per length bucket: documents of similar length share a ba
 
 
 class TextJob(Job):
+    """``bucketing`` (default on): the lstm runs packed (no steps past a document's end, see
+    ``TextLSTM``) and validation reads documents sorted by length. Off: the path before packing,
+    every batch padded to its longest document and validation in the documents' order (kept for
+    benchmarks/text_lstm_speed.py). Training batches are the same either way."""
+
     unit = "doc"
 
-    def __init__(self, model: nn.Module, prepared: Prepared, reading: str, settings: dict[str, Any], device):
+    def __init__(self, model: nn.Module, prepared: Prepared, reading: str, settings: dict[str, Any], device,
+                 bucketing: bool = True):
         self.model = model
+        self.bucketing = bucketing
+        if isinstance(model, TextLSTM):
+            model.packed = bucketing
         self.train_model = torch.compile(model) if settings["compile"] else model
         self.modules = {"model": model}
         self.optimizers = {"main": adamw(model, settings["lr"], settings["weight_decay"])}
@@ -28,7 +38,8 @@ class TextJob(Job):
         self.batch_size, self.clip, self.device = settings["batch_size"], settings["clip"], device
 
     def epoch_batches(self, epoch: int, generator: torch.Generator):
-        """Random batches; within each bucket of BUCKET batches, documents of similar length."""
+        """Random batches; within each bucket of BUCKET batches (a shuffled chunk of documents,
+        sorted by length), documents of similar length. All order from ``generator``."""
         n = len(self.train)
         order = torch.randperm(n, generator=generator)
         size = self.batch_size * BUCKET
@@ -51,6 +62,6 @@ class TextJob(Job):
     def validate(self, epoch: int) -> dict[str, float]:
         if len(self.val) == 0:
             return {}
-        logits = predict_logits(self.model, self.val, self.device)
+        logits = predict_logits(self.model, self.val, self.device, bucketing=self.bucketing)
         return {"loss": F.cross_entropy(logits, self.y_val).item(),
                 "accuracy": (logits.argmax(1) == self.y_val).float().mean().item()}

@@ -19,7 +19,6 @@ folders and ``compare`` as the networks, and their fitting time is their ``train
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -34,7 +33,7 @@ from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_text
 from deepskeptic.models import registry
 from deepskeptic.runs import Run
-from deepskeptic.settings import positive_int
+from deepskeptic.settings import Setting
 from deepskeptic.tasks.base import ExplainOptions, GenerateOptions, PredictOptions, Task
 from deepskeptic.tasks.common import gates
 from deepskeptic.tasks.textgen import report
@@ -53,39 +52,35 @@ class TextGenTask(Task):
     higher_is_better = False
     default_epochs = 5
     default_models = ("lstm", "rnn", "ngram", "zlib", "bz2", "lzma")
-    task_defaults = {
-        "seq_len": 128,           # characters per truncated-BPTT window (the state carries further)
-        "clip": 1.0,              # gradient-norm clipping: recurrent nets have rare huge gradients
-        "hidden": None,           # recurrent units per layer (the model's default, 512, when unset)
-        "layers": None,           # recurrent layers (the model's default, 1, when unset)
-        "embed": None,            # character embedding width (64 when unset)
-        "dropout": None,          # dropout (0.1 when unset); raise it for long GPU runs on small corpora
-        "epoch_chars": 500_000,   # characters per epoch at most: a validation point every few CPU minutes
-        "keep_best": True,        # test (and save) the weights of the epoch with the best validation bpc:
-                                  # a small corpus is overfitted long before a generous budget ends
-        "val_split": 0.05,        # validation text: for learning curves and the n-gram order
-        "test_split": 0.1,        # held-out test text: the last 10 % (or 10 % of documents by hash)
-        "encoding": None,         # text encoding; None: strict UTF-8
-        "min_char_count": 2,      # rarer training characters become the unknown symbol, so the
-                                  # model learns a probability for characters it never saw
-    }
+    declared_settings = (
+        # characters per truncated-BPTT window (the state carries further)
+        Setting("seq_len", 128, "int", "characters per backpropagation window (128)", low=1),
+        # gradient-norm clipping: recurrent nets have rare huge gradients
+        Setting("clip", 1.0, "float", "gradient-norm clipping threshold (1.0)", low=0, low_open=True),
+        # recurrent units per layer (the model's default, 512, when unset)
+        Setting("hidden", None, "int", "recurrent units per layer (512)", low=1),
+        Setting("layers", None, "int", "recurrent layers (1)", low=1),  # the model's default, 1, when unset
+        Setting("embed", None, "int", "character embedding width (64)", low=1),  # 64 when unset
+        # dropout (0.1 when unset); raise it for long GPU runs on small corpora
+        Setting("dropout", None, "float", "dropout probability (0.1)", low=0, high=1, high_open=True),
+        # characters per epoch at most: a validation point every few CPU minutes
+        Setting("epoch_chars", 500_000, "int", "characters per epoch at most (500000)", low=1),
+        # test (and save) the weights of the epoch with the best validation bpc: a small corpus is
+        # overfitted long before a generous budget ends
+        Setting("keep_best", True, "bool", "keep the weights of the best validation epoch (default on)"),
+        # validation text: for learning curves and the n-gram order
+        Setting("val_split", 0.05, "float", "fraction of the text for validation (0.05)",
+                low=0, high=1, low_open=True, high_open=True),
+        # held-out test text: the last 10 % (or 10 % of documents by hash)
+        Setting("test_split", 0.1, "float", "fraction of the text held out for testing (0.1)",
+                low=0, high=1, low_open=True, high_open=True),
+        Setting("encoding", None, "str", "the text's encoding (default: UTF-8, strictly)"),  # None: strict UTF-8
+        # rarer training characters become the unknown symbol, so the model learns a probability
+        # for characters it never saw (0 and 1: keep every character)
+        Setting("min_char_count", 2, "int", "characters rarer than this become unknown (2)", low=0),
+    )
     commands = frozenset({"generate", "explain"})
     predictor_class = TextGenPredictor
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--seq-len", type=int, help="characters per backpropagation window (128)")
-        parser.add_argument("--hidden", type=int, help="recurrent units per layer (512)")
-        parser.add_argument("--layers", type=int, help="recurrent layers (1)")
-        parser.add_argument("--embed", type=int, help="character embedding width (64)")
-        parser.add_argument("--dropout", type=float, help="dropout probability (0.1)")
-        parser.add_argument("--clip", type=float, help="gradient-norm clipping threshold (1.0)")
-        parser.add_argument("--epoch-chars", type=int, help="characters per epoch at most (500000)")
-        parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
-                            help="keep the weights of the best validation epoch (default on)")
-        parser.add_argument("--val-split", type=float, help="fraction of the text for validation (0.05)")
-        parser.add_argument("--test-split", type=float, help="fraction of the text held out for testing (0.1)")
-        parser.add_argument("--encoding", help="the text's encoding (default: UTF-8, strictly)")
-        parser.add_argument("--min-char-count", type=int, help="characters rarer than this become unknown (2)")
 
     def prepare(self, settings: dict[str, Any]) -> Prepared:
         corpus = load_corpus(str(settings["data"]), encoding=settings["encoding"],
@@ -106,11 +101,6 @@ class TextGenTask(Task):
 
     def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
         cfg = self._config(model, model_config, shape)
-        values = dataclasses.asdict(cfg)
-        for key in ("hidden", "layers", "embed"):
-            positive_int(values, key)
-        if not 0 <= values.get("dropout", 0) < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {cfg.dropout}")
         try:
             return registry.spec(self.name, model).build(cfg)
         except ValueError as exc:
@@ -133,8 +123,6 @@ class TextGenTask(Task):
         if registry.spec(self.name, name).one_step:
             info["flops_per_example"] = None
             return ClassicalJob(model, prepared), info
-        if settings["seq_len"] < 1 or settings["clip"] <= 0 or settings["epoch_chars"] < 1:
-            raise UserError("--seq-len and --epoch-chars must be positive whole numbers and --clip positive")
         streams = (len(prepared.train) - 1) // settings["seq_len"]
         if streams < 1:
             raise UserError(f"the training text has {len(prepared.train)} characters, shorter than one sequence "
@@ -188,6 +176,10 @@ class TextGenTask(Task):
         if not registry.spec(self.name, settings["model"]).one_step:
             run.load_weights({"model": model})
         return {"model": model.to(device).eval()}
+
+    def export_graphs(self, run: Run) -> list:
+        from deepskeptic.tasks.textgen.export import graphs
+        return graphs(self, run)
 
     def predict(self, run: Run, options: PredictOptions) -> int:
         raise UserError(f"task '{self.name}' has no predict command")

@@ -10,17 +10,17 @@ from deepskeptic.data.text import CORPORA, load_corpus, read_folder, read_text_f
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.runs import Run
-from deepskeptic.tasks.base import PredictOptions, Predictor
+from deepskeptic.tasks.base import GENERATE_SETTINGS, PredictOptions, Predictor
 from deepskeptic.tasks.textgen.data import load_vocab
 from deepskeptic.tasks.textgen.jobs import ClassicalJob
 from deepskeptic.tasks.textgen.lm import sample, stream_bpc
 
 
-def check_generate_options(length: int, n: int, temperature: float, top_k: int) -> None:
-    if length < 1 or n < 1:
-        raise UserError("--length and --n must be at least 1")
-    if temperature < 0 or top_k < 0:
-        raise UserError("--temperature and --top-k must not be negative (temperature 0: most likely character)")
+def check_generate_options(length: int, n: int, temperature: float, top_k: int, seed: int = 0) -> None:
+    """The options of ``generate`` against their declarations (GENERATE_SETTINGS): what the flags
+    are checked against, for callers of the Python API too."""
+    for name, value in (("length", length), ("n", n), ("temperature", temperature), ("top_k", top_k), ("seed", seed)):
+        GENERATE_SETTINGS[name].check(value)
 
 
 class TextGenPredictor(Predictor):
@@ -51,7 +51,7 @@ class TextGenPredictor(Predictor):
         ``seed``: temperature 0 takes the most likely character, ``top_k`` > 0 samples among the k
         most likely. ``on_sample(i)`` is called before sample i, ``on_char(ch)`` with each
         generated character as it comes (the command line streams them)."""
-        check_generate_options(length, n, temperature, top_k)
+        check_generate_options(length, n, temperature, top_k, seed)
         self.require_network()
         generator = torch.Generator().manual_seed(seed)
         samples = []
