@@ -13,6 +13,13 @@ packed path, recipe changes this benchmark does not make the default (issue 17 p
 them): hidden 128, batches of 128 documents, max_len 256 (their own batches from the same seed;
 documents/s and characters/s both shown, since their documents differ). Timings on a shared
 machine move with its load; the ratio of interleaved paths is the number to read.
+
+Measured (2-core AMD EPYC, AVX2, shared with other work: load 4-9; fortunes-categories, hidden 256,
+batches of 64): training 66.8 -> 70.2 documents/s (1.05x), validation 53.5 -> 203.9 (3.8x). The
+training step is ~85 % oneDNN's LSTM forward and backward, at about half this core's measured
+matrix-multiply rate (a packed LSTM written in PyTorch operations, the per-step work only for the
+documents still running, was slower: 40 against 51 documents/s); the batches were already sorted by length within chunks (3 % padding), so packing had little
+left to remove there, while validation's batches in the documents' order were ~70 % padding.
 """
 from __future__ import annotations
 

@@ -31,7 +31,9 @@ from deepskeptic.models import registry
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "onnx_classify.py"
 NETWORKS = [(s.task, s.name) for s in registry.specs() if not s.one_step]
-# torch.export as well (seconds per graph): an image network, and a recurrent one with its state in and out
+# torch.export as well (seconds per graph): an image network and a recurrent one. torch.export unrolls an
+# LSTM and fixes its time axis at the example's length: one step for textgen (the text lstm's 512 steps
+# take it ~50 s to trace, too long here)
 TORCH_EXPORT = [("image", "cnn"), ("textgen", "lstm")]
 
 
@@ -222,7 +224,7 @@ def test_torch_export_programs_compute_the_same(task, model, exported):
     for s in sidecars.values():
         assert s["file"].endswith(".pt2") and s["parity"]["checked_with"] == "torch.export.load"
         assert s["parity"]["max_rel_diff"] <= TOLERANCE and s["inputs"][0]["shape"][0] == "batch"
-    if task == "textgen":   # torch.export fixes an LSTM's time axis: the program is one sampling step
+    if task == "textgen":   # the program is one sampling step
         shapes = {i["name"]: i["shape"] for i in sidecars["step"]["inputs"]}
         assert shapes == {"ids": ["batch", 1], "h": [2, "batch", 16], "c": [2, "batch", 16]}
         _, onnx_sidecars = exported(task, model)
@@ -426,3 +428,32 @@ def test_an_incomplete_run_an_unknown_format_and_an_unwritable_out(runs, tmp_pat
     (tmp_path / "a-file").write_text("")
     user_error(capsys, "export", run, "--out", tmp_path / "a-file" / "sub", match="cannot write the export.*--out")
     user_error(capsys, "export", tmp_path / "nowhere", match="does not exist")
+
+
+def test_a_file_that_differs_from_pytorch_or_does_not_run_is_not_kept(runs, tmp_path, capsys, monkeypatch):
+    """Beyond tolerance, or when the written file refuses inputs the model takes: exit 2, one line,
+    no file left behind that a user could mistake for a checked export."""
+    import deepskeptic.export as export_module
+    run = runs("image", "cnn")
+    write, open_file = export_module.WRITERS["onnx"]
+
+    def off_by_a_little(path, graph):
+        run_file = open_file(path, graph)
+        return lambda inputs: [o + 1e-2 * np.abs(o).max() for o in run_file(inputs)]
+
+    monkeypatch.setitem(export_module.WRITERS, "onnx", (write, off_by_a_little))
+    user_error(capsys, "export", run, "--out", tmp_path / "a", match=r"differs from PyTorch by 0\.01.*not kept.*--format torch-export")
+    assert not list((tmp_path / "a").glob("model.*"))
+
+    def refuses_one_example(path, graph):
+        run_file = open_file(path, graph)
+
+        def run_it(inputs):
+            if inputs[0].shape[0] == 1:
+                raise RuntimeError("Guard failed: batch != 1")
+            return run_file(inputs)
+        return run_it
+
+    monkeypatch.setitem(export_module.WRITERS, "onnx", (write, refuses_one_example))
+    user_error(capsys, "export", run, "--out", tmp_path / "b", match=r"does not run on one example alone.*Guard failed.*--format")
+    assert not list((tmp_path / "b").glob("model.*"))

@@ -201,3 +201,19 @@ def test_bad_panel_inputs_exit_2_with_one_line(capsys, tmp_path, extra, match):
     data = write_long(tmp_path / "long.csv")
     user_error(capsys, "train", "forecast", "--data", data, "--model", "naive", "--horizon", 3, "--origins", 3,
                "--no-progress", *extra, match=match)
+
+
+def test_wide_panel_through_the_cli(tmp_path):
+    """--target all reads every numeric column of a wide file as a series of the panel; the later
+    start of c is blanks before its first value."""
+    rows = ["month,a,b,c"]
+    values = {name: series_values(name) for name in SCALES}
+    for i in range(72):
+        rows.append(",".join([month(i)] + [("" if i < STARTS[n] else f"{values[n][i]:.4f}") for n in SCALES]))
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join(rows) + "\n")
+    metrics = train(path, "seasonal-naive", tmp_path / "snaive", "--target", "all")
+    assert set(metrics["per_series"]) == {"a", "b", "c"} and metrics["series"] == 3
+    long = train(write_long(tmp_path / "long.csv"), "seasonal-naive", tmp_path / "snaive-long")
+    for name, m in metrics["per_series"].items():                      # the same panel, either format
+        assert m == pytest.approx(long["per_series"][name])

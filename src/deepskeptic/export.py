@@ -5,7 +5,11 @@ Each task says what its graphs are (``Task.export_graphs``): the network *with* 
 (pixel normalisation, a forecast's scaling, anchor and ensemble median, a language model's one step
 with its recurrent state in and out), real example inputs from the run's own test data, and the
 names and dynamic axes of inputs and outputs. This module writes the file, runs it (onnxruntime, or
-the loaded torch.export program) on those inputs, compares with PyTorch and fails beyond tolerance.
+the loaded torch.export program) on those inputs, on their first example alone (the batch axis is
+really dynamic) and on the graph's extra ``checks`` (a shorter time axis), compares with PyTorch and
+fails beyond tolerance, or when the file refuses inputs the model takes, keeping no file then.
+torch.export may fix a time axis at the example's length (it unrolls nn.LSTM); the sidecar's shapes
+say which axes stayed dynamic.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Where time series come from: the built-in sets from statsmodels' own files, CSV files
-(data/series_csv.py) and series already in memory (pandas objects or arrays).
+(data/series_csv.py) and series already in memory (pandas objects or arrays). Panels of many
+series (long or wide CSV files, built-in panels) are read by data/panel.py.
 
 Every source returns a complete ``Series`` (data/series_base.py): no gaps, no missing values
 (they are errors, or filled when the user asks with ``fill``), strictly increasing time on one

@@ -63,13 +63,17 @@ def graphs(task, run: Run) -> list[Graph]:
     common = {"classes": classes,
               "output": "logits (B, classes) and their softmax, probabilities (B, classes), in the order of 'classes'"}
     if reads(settings["model"]) == "chars":
-        inputs = CharInputs(texts, reader, settings["max_len"])
-        ids, lengths = inputs.batch(torch.arange(len(inputs)), torch.device("cpu"))
         max_len = settings["max_len"]
+        inputs = CharInputs(texts, reader, max_len)
+        ids, lengths = inputs.batch(torch.arange(len(inputs)), torch.device("cpu"))
+        # padded to max_len: ONNX keeps the time axis dynamic (checked on a shorter batch too), but
+        # torch.export fixes an LSTM's at the example's length, which then fits every document
+        ids = nn.functional.pad(ids, (0, max_len - ids.shape[1]))     # (B, max_len), 0 = padding
         sidecar = {**common, "vocabulary": _vocabulary(reader), "max_length": max_len,
                    "input": (f"ids (B, T) int64: each document's first {max_len} characters (Unicode code points), "
                              f"each the id 'vocabulary.ids' gives it, {reader.unk} (unknown) for any other character, "
-                             f"padded with 0 after its end to the longest in the batch; lengths (B,) int64: "
+                             f"padded with 0 after its end to the longest in the batch (to exactly {max_len} for a "
+                             f"torch.export program); lengths (B,) int64: "
                              f"characters per document (at least 1: an empty document is one padding id)")}
         short = CharInputs(sorted(texts, key=len)[:3], reader, settings["max_len"])   # a shorter time axis
         checks = [short.batch(torch.arange(len(short)), torch.device("cpu"))]
