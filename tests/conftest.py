@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -47,3 +48,11 @@ def tiny_speech_spec():
     """Three words, two takes, four voices: the smallest spoken data set the speech tests use."""
     from deepskeptic.data import spoken
     return spoken.SpokenSpec("tiny", words=("zero", "one", "two"), takes=2, voices=("f3", "m3", "klatt", "Alicia"))
+
+
+@pytest.fixture(autouse=True)
+def _default_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in every test, as in a fresh process: a library started by an
+    earlier test (Ray, uvicorn) may have left its own SIGINT handler behind."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
