@@ -186,6 +186,9 @@ def _training_state():
         "history": list_of(history_line),
         "epoch_generator_state": _tensor(torch.uint8, tuple(torch.Generator().get_state().shape)),
         "rng": obj({"torch": rng, "cuda": list_of(_tensor(torch.uint8))}, required=("torch",)),
+        # under torchrun: every rank's own RNG states and job state, in rank order
+        "ranks": list_of(obj({"rng": obj({"torch": rng, "cuda": list_of(_tensor(torch.uint8))}, required=("torch",)),
+                              "extra": obj()}, required=("rng", "extra"))),
     }, required=("modules", "optimizers", "extra", "position", "history", "epoch_generator_state", "rng"))
 
 

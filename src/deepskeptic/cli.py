@@ -172,6 +172,9 @@ def cmd_train(args) -> int:
         task = get_task(args.task)
         settings = resolve_settings(task, _flags(args, {"command", "task", "resume", "config_file"}), args.config_file)
         run = train(task, settings)
+    from deepskeptic import distributed
+    if not distributed.current().is_main:   # under torchrun: rank 0 reports the run
+        return 0
     metrics = run.metrics
     task_metric = get_task(run.config["task"]).primary_metric
     print(f"{task_metric} {metrics[task_metric]:.4f} after {metrics['epochs']} epoch(s), "
@@ -292,11 +295,14 @@ COMMANDS = {"datasets": cmd_datasets, "models": cmd_models, "train": cmd_train, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     from deepskeptic.engine import Interrupted
     from deepskeptic.errors import os_error_message, printable
 
     def say(line: str) -> None:       # one line: a file name cannot forge a second one
-        print(printable(line), file=sys.stderr)
+        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else "0"
+        print(printable(line if rank == "0" else f"rank {rank}: {line}"), file=sys.stderr)
 
     try:
         from deepskeptic import schema
@@ -330,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         say("error: out of memory: the input or the settings ask for more memory than this machine has "
             "(a smaller --batch-size, --image-size or data set helps)")
         return 2
+    finally:
+        if "deepskeptic.distributed" in sys.modules:   # a torchrun process group: leave it cleanly
+            sys.modules["deepskeptic.distributed"].shutdown()
 
 
 if __name__ == "__main__":

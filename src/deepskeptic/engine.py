@@ -21,7 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from deepskeptic.checkpoint import CHECKPOINT_FILE, load_state, save_state
+from deepskeptic import distributed
+from deepskeptic.checkpoint import CHECKPOINT_FILE, load_training_state, restore, save_state
+from deepskeptic.distributed import SINGLE, World
 from deepskeptic.errors import UserError
 
 
@@ -73,9 +75,12 @@ class StepContext:
     """Handed to ``Job.train_step``: the device, autocast and an optimizer step."""
 
     def __init__(self, device: torch.device, optimizers: dict[str, torch.optim.Optimizer], amp: bool,
-                 cpu_bf16: bool | str = False):
+                 cpu_bf16: bool | str = False, world: World = SINGLE):
         self.device = device
         self.optimizers = optimizers
+        self.world = world
+        self.loss_scale = 1.0        # under torchrun: this rank's share of the batch x world size
+        self.ddp = False             # the job's network is wrapped in DDP (else gradients averaged here)
         # bf16 autocast: always worth it on CUDA; on CPUs only where they have bf16 instructions.
         if cpu_bf16 == "auto":
             cpu_bf16 = cpu_has_bf16()
@@ -91,7 +96,11 @@ class StepContext:
         """zero_grad, backward, optional gradient-norm clipping, step for one optimizer."""
         opt = self.optimizers[optimizer]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # Under torchrun each rank's loss is the mean over its part of the batch; scaled by its share
+        # x world size, the ranks' averaged gradient is the gradient of the whole batch's mean.
+        (loss * self.loss_scale if self.loss_scale != 1.0 else loss).backward()
+        if self.world.active and not self.ddp:
+            distributed.average_gradients([p for group in opt.param_groups for p in group["params"]])
         if clip is not None:
             params = parameters if parameters is not None else [
                 p for group in opt.param_groups for p in group["params"]]
@@ -119,6 +128,33 @@ class Job:
         """Validation metrics (bare names; the engine adds ``val_``) after ``epoch`` (1-based; a job
         may call it with 0 for the untrained model). Not counted in the time budget."""
         return {}
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module], world: World) -> bool:
+        """Under torchrun: wrap the network the training step calls with ``wrap`` (DistributedData-
+        Parallel) and return True. False keeps the step as it is, and the engine averages each
+        optimizer's gradients after its backward instead (GANs: their alternating steps detach and
+        freeze networks, which DDP's reducer does not allow). The default wraps ``train_model`` of a
+        one-network job (``modules == {"model": ...}``), compiled again when it was compiled."""
+        model = self.modules.get("model")
+        if list(self.modules) != ["model"] or getattr(self, "train_model", None) is None or not self.optimizers:
+            return False
+        compiled = self.train_model is not model
+        wrapped = wrap(model)
+        self.train_model = torch.compile(wrapped) if compiled else wrapped
+        return True
+
+    def shard(self, batch: Any, rank: int, world: int) -> tuple[Any, float]:
+        """Under torchrun: this rank's part of ``batch`` and its share of the batch's examples. The
+        default splits an index tensor (or a tuple of them, e.g. CycleGAN's pair of domains) into
+        ``world`` parts as equal as they can be."""
+        if isinstance(batch, torch.Tensor):
+            part = torch.tensor_split(batch, world)[rank]
+            return part, len(part) / max(1, len(batch))
+        if isinstance(batch, tuple) and batch and all(isinstance(b, torch.Tensor) for b in batch):
+            parts = tuple(torch.tensor_split(b, world)[rank] for b in batch)
+            return parts, len(parts[0]) / max(1, len(batch[0]))
+        raise UserError(f"{type(self).__name__} cannot split its batches over torchrun's processes; "
+                        "train it in one process")
 
     def should_stop(self) -> bool:
         """Asked after each epoch's validation: True ends training there (early stopping); the
@@ -225,20 +261,35 @@ class _Loop:
     epoch_generator_state: torch.Tensor
     interactive: bool
     sync: bool
+    world: World = SINGLE
     last_checkpoint: float = 0.0
+    stop_requested: bool = False          # under torchrun: a Ctrl-C all ranks agreed on
+
+    @property
+    def main(self) -> bool:
+        return self.world.is_main
 
     @property
     def checkpoint_path(self) -> Path:
         return Path(self.checkpoint_dir) / CHECKPOINT_FILE
 
     def save(self, done: bool = False) -> None:
+        """Write the checkpoint (under torchrun: called by every rank at the same step; rank 0
+        writes, with each rank's RNG and job state, so that resume is exact on every rank)."""
         self.pos["done"] = done
         job = self.job
-        save_state(self.checkpoint_path, {
-            "modules": {n: m.state_dict() for n, m in job.modules.items()},
-            "optimizers": {n: o.state_dict() for n, o in job.optimizers.items()},
-            "extra": job.extra_state(), "position": self.pos, "history": self.history,
-            "epoch_generator_state": self.epoch_generator_state, "rng": _rng_state()})
+        extra = job.extra_state()
+        ranks = (distributed.gather_objects({"rng": _rng_state(), "extra": extra})
+                 if self.world.active else None)
+        if not self.main:
+            return
+        state = {"modules": {n: m.state_dict() for n, m in job.modules.items()},
+                 "optimizers": {n: o.state_dict() for n, o in job.optimizers.items()},
+                 "extra": extra, "position": self.pos, "history": self.history,
+                 "epoch_generator_state": self.epoch_generator_state, "rng": _rng_state()}
+        if ranks is not None:
+            state["ranks"] = ranks
+        save_state(self.checkpoint_path, state)
 
     def progress(self, total_steps: int | None) -> float:
         """Where the schedule is, in [0, 1]: steps of the epochs, or seconds of the budget."""
@@ -248,16 +299,31 @@ class _Loop:
 
 
 def _restore(loop: _Loop) -> None:
-    """Load modules, optimizers, the job's extra state, the position, history and RNG states."""
-    state = load_state(loop.checkpoint_path)
+    """Load modules, optimizers, the job's extra state, the position, history and RNG states; each
+    checked against what the job holds (a checkpoint that does not fit is one line naming it)."""
+    path = loop.checkpoint_path
+    state = load_training_state(path)
     for name, module in loop.job.modules.items():
-        module.load_state_dict(state["modules"][name])
+        if name not in state["modules"]:
+            raise UserError(f"checkpoint {path} has no weights for {name}; the run folder was changed "
+                            "by hand or by another version: start the run again")
+        restore(module, state["modules"][name], f"the {name} network", path)
     for name, opt in loop.job.optimizers.items():
-        opt.load_state_dict(state["optimizers"][name])
-    loop.job.load_extra_state(state["extra"])
+        if name not in state["optimizers"]:
+            raise UserError(f"checkpoint {path} has no state for the {name} optimizer; start the run again")
+        restore(opt, state["optimizers"][name], f"the {name} optimizer", path)
+    world, ranks = loop.world, state.get("ranks")
+    if world.active and (ranks is None or len(ranks) != world.size):
+        raise UserError(f"checkpoint {path} was written by {len(ranks) if ranks else 1} process(es), not "
+                        f"{world.size}; resume with the same torchrun --nproc_per_node (and --nnodes)")
+    if not world.active and ranks is not None:
+        raise UserError(f"checkpoint {path} was written by {len(ranks)} processes under torchrun; resume "
+                        f"with torchrun --nproc_per_node {len(ranks)} -m deepskeptic train --resume RUN")
+    mine = ranks[world.rank] if ranks is not None else {"extra": state["extra"], "rng": state["rng"]}
+    loop.job.load_extra_state(mine["extra"])
     loop.pos, loop.history = state["position"], state["history"]
     loop.epoch_generator_state = state["epoch_generator_state"]
-    _set_rng_state(state["rng"])
+    _set_rng_state(mine["rng"])
 
 
 def _run_epoch(loop: _Loop, batches: Sequence[Any], sigint: "_SigintFlag") -> tuple[dict[str, torch.Tensor], bool]:
@@ -280,7 +346,7 @@ def _run_epoch(loop: _Loop, batches: Sequence[Any], sigint: "_SigintFlag") -> tu
             if settings.time_budget is not None and pos["train_seconds"] >= settings.time_budget:
                 budget_hit = True
                 break
-            if sigint.raised:
+            if (loop.stop_requested if loop.world.active else sigint.raised):
                 pos["sums"] = {k: v.item() for k, v in sums.items()}  # the epoch's statistics so far
                 loop.save()
                 raise Interrupted(str(Path(loop.checkpoint_dir).parent))
@@ -289,7 +355,11 @@ def _run_epoch(loop: _Loop, batches: Sequence[Any], sigint: "_SigintFlag") -> tu
                 for group in opt.param_groups:
                     group["lr"] = group["base_lr"] * factor
             start = time.perf_counter()
-            count, stats = job.train_step(batches[pos["batch"]], loop.ctx)
+            batch = batches[pos["batch"]]
+            if loop.world.active:
+                batch, share = job.shard(batch, loop.world.rank, loop.world.size)
+                loop.ctx.loss_scale = share * loop.world.size
+            count, stats = job.train_step(batch, loop.ctx)
             if loop.sync:
                 torch.cuda.synchronize()
             pos["train_seconds"] += time.perf_counter() - start
@@ -300,15 +370,24 @@ def _run_epoch(loop: _Loop, batches: Sequence[Any], sigint: "_SigintFlag") -> tu
             pos["batch"] += 1
             pos["global_step"] += 1
             loss = stats.get("loss")
-            if loss is not None and (not loop.sync or pos["global_step"] % 20 == 0) and not torch.isfinite(loss):
-                raise Diverged(f"training diverged: the loss became {loss.item()} at epoch {epoch + 1}, "
+            diverged = (loss is not None and (not loop.sync or loop.world.active or pos["global_step"] % 20 == 0)
+                        and not torch.isfinite(loss))
+            checkpoint_due = time.monotonic() - loop.last_checkpoint > settings.checkpoint_every
+            if loop.world.active:   # one clock, one Ctrl-C, one checkpoint moment for all ranks
+                seconds, stop, due, bad = distributed.agree_max(
+                    [pos["train_seconds"], float(sigint.raised), float(checkpoint_due), float(diverged)])
+                pos["train_seconds"], loop.stop_requested = seconds, stop > 0
+                checkpoint_due, diverged = due > 0, bad > 0
+            if diverged:
+                shown = loss.item() if loss is not None and not torch.isfinite(loss) else "not finite on another rank"
+                raise Diverged(f"training diverged: the loss became {shown} at epoch {epoch + 1}, "
                                f"step {pos['global_step']}; lower the learning rate (--lr)")
             if loop.interactive and (pos["batch"] % 10 == 0 or pos["batch"] == len(batches)):
                 means = {k: v.item() / max(1, pos["count"]) for k, v in sums.items()}
                 bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()},
                                 **{f"{job.unit}/s": f"{pos['count'] / max(1e-9, pos['train_seconds'] - epoch_start_seconds):.0f}"})
                 bar.update(pos["batch"] - bar.n)
-            if time.monotonic() - loop.last_checkpoint > settings.checkpoint_every:
+            if checkpoint_due:
                 pos["sums"] = {k: v.item() for k, v in sums.items()}
                 loop.save()
                 loop.last_checkpoint = time.monotonic()
@@ -321,6 +400,10 @@ def _epoch_record(loop: _Loop, sums: dict[str, torch.Tensor], total_steps: int |
     """The history line of the epoch just trained: train means, schedule, seconds, rate and the
     job's validation metrics (None when the epoch had no step, e.g. a budget already spent)."""
     pos, job, settings = loop.pos, loop.job, loop.settings
+    if loop.world.active:   # the whole batch's means: every rank's sums and counts together
+        sums, count = distributed.sum_over_ranks(sums, pos["count"])
+        pos = {**pos, "count": count}
+        distributed.broadcast_state(job.modules, buffers_only=True)  # rank 0's BatchNorm statistics
     if pos["count"] == 0:
         return None
     epoch_seconds = pos["train_seconds"] - pos["epoch_start_seconds"]
@@ -335,11 +418,14 @@ def _epoch_record(loop: _Loop, sums: dict[str, torch.Tensor], total_steps: int |
 
 def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, checkpoint_dir: Path,
         amp: bool = True, cpu_bf16: bool | str = False, on_epoch: Callable[[list[dict]], None] | None = None,
-        resume: bool = False) -> list[dict]:
+        resume: bool = False, world: World = SINGLE) -> list[dict]:
     """Train ``job`` until its epochs or time budget are spent; returns the per-epoch history.
 
     ``on_epoch(history)`` is called after each epoch's checkpoint (the run folder writes
-    history.jsonl from it). With ``resume`` the loop continues from ``checkpoint_dir``.
+    history.jsonl from it). With ``resume`` the loop continues from ``checkpoint_dir``. Under
+    torchrun (``world``, see distributed.py) every rank calls ``fit`` with the same job; the
+    network is wrapped in DDP (``Job.distribute``), each step takes this rank's share of the batch
+    (``Job.shard``) and only rank 0 writes checkpoints, prints and calls ``on_epoch``.
     """
     if (settings.epochs is None) == (settings.time_budget is None):
         raise ValueError("give exactly one of epochs and time_budget")
@@ -347,14 +433,18 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
     for opt in job.optimizers.values():
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])
-    loop = _Loop(job=job, settings=settings, ctx=StepContext(device, job.optimizers, amp, cpu_bf16),
+    loop = _Loop(job=job, settings=settings, ctx=StepContext(device, job.optimizers, amp, cpu_bf16, world),
                  generator=generator, checkpoint_dir=Path(checkpoint_dir),
                  pos={"epoch": 0, "batch": 0, "global_step": 0, "train_seconds": 0.0, "sums": {}, "count": 0,
                       "done": False, "epoch_start_seconds": 0.0},
                  history=[], epoch_generator_state=generator.get_state(),
-                 interactive=settings.progress and sys.stderr.isatty(), sync=device.type == "cuda")
+                 interactive=settings.progress and sys.stderr.isatty() and world.is_main,
+                 sync=device.type == "cuda", world=world)
     if resume:
         _restore(loop)
+    if world.active:
+        distributed.broadcast_state(job.modules)          # the same start on every rank
+        loop.ctx.ddp = job.distribute(lambda m: _ddp(m, device), world)
     loop.last_checkpoint = time.monotonic()
     with _SigintFlag() as sigint:
         while not loop.pos["done"]:
@@ -365,7 +455,7 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
             record = _epoch_record(loop, sums, total_steps)
             if record is not None:
                 loop.history.append(record)
-                if settings.progress:
+                if settings.progress and loop.main:
                     print("  ".join(f"{k} {_fmt(v)}" for k, v in record.items()), file=sys.stderr, flush=True)
             pos = loop.pos
             finished = budget_hit or (settings.epochs is not None and pos["epoch"] + 1 >= settings.epochs) or (
@@ -375,9 +465,19 @@ def fit(job: Job, settings: LoopSettings, *, seed: int, device: torch.device, ch
             loop.epoch_generator_state = generator.get_state()
             loop.save(done=finished)
             loop.last_checkpoint = time.monotonic()
-            if on_epoch is not None:
+            if on_epoch is not None and loop.main:
                 on_epoch(loop.history)
     return loop.history
+
+
+def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` in DistributedDataParallel, its buffers (BatchNorm statistics) left to each rank
+    during an epoch: the engine hands rank 0's to all at each epoch's end."""
+    import inspect
+    ddp = torch.nn.parallel.DistributedDataParallel
+    option = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+              else "broadcast_buffers")   # the newer name (torch 2.13); the older one before
+    return ddp(module, device_ids=[device.index] if device.type == "cuda" else None, **{option: False})
 
 
 def _fmt(value: Any) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deepskeptic.errors import UserError
+from deepskeptic.threads import usable_cores
 
 RAY_EXTRA = "pip install 'deepskeptic[ray]'"
 
@@ -56,14 +57,6 @@ def train_or_resume(task, settings: dict[str, Any], run_dir: Path, prepared: Any
             leftover.unlink() if leftover.is_file() else None
     settings = dict(settings) if progress is None else {**settings, "progress": progress}
     return train(task, settings, prepared=prepared, out=run_dir)
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def set_threads(threads: int) -> None:
@@ -137,12 +130,12 @@ def _visible_gpus() -> list[str]:
 
 def run_local(task, specs: list[RunSpec], prepare_settings: dict[str, Any], jobs: int,
               threads_per_job: int | None = None) -> None:
-    """Train ``specs`` in ``jobs`` spawned processes: each takes cores // jobs CPU threads (or
+    """Train ``specs`` in ``jobs`` spawned processes: each takes usable cores // jobs CPU threads (or
     ``threads_per_job``) and, on CUDA, a GPU of its own (round robin when jobs outnumber GPUs)."""
     if not specs:
         return
     jobs = min(jobs, len(specs))
-    threads = threads_per_job or max(1, cpu_cores() // jobs)
+    threads = threads_per_job or max(1, usable_cores() // jobs)
     context = multiprocessing.get_context("spawn")
     gpus = None
     if _uses_cuda(specs):

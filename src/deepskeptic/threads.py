@@ -105,8 +105,12 @@ def _v1_quota(directory: Path) -> list[float]:
 
 
 def usable_cores(affinity: int | None = None, quota: float | None = None) -> int:
-    """Cores this process may use: its affinity, capped by the quota rounded to the nearest core
-    (a quota of 1.5 cores runs 2 threads throttled a quarter of each period, better than 1)."""
+    """Cores this process may use: its affinity, capped by the cgroup quota rounded to the nearest
+    core (a quota of 1.5 cores runs 2 threads throttled a quarter of each period, better than 1).
+    Both are measured when neither is given (tests pass them; an affinity alone means no quota).
+    The one count of cores: threads per run, ``parallel.cpu_cores`` and ``cache.pool_workers``."""
+    if affinity is None and quota is None:
+        quota = cgroup_cpu_quota()
     affinity = affinity_cores() if affinity is None else affinity
     if quota is not None:
         affinity = min(affinity, max(1, math.floor(quota + 0.5)))
@@ -181,8 +185,8 @@ def choose_threads(requested: int | None, *, affinity: int | None = None, quota:
     """The thread count for a run. ``affinity``, ``quota`` and ``load`` are measured when not
     given (tests pass them); ``environ`` defaults to ``os.environ``."""
     environ = os.environ if environ is None else environ
-    if quota is None and affinity is None:
-        quota = cgroup_cpu_quota()
+    if quota is None and affinity is None:   # measured once: the reason below names the quota
+        affinity, quota = affinity_cores(), cgroup_cpu_quota()
     cores = usable_cores(affinity, quota)
     if requested is not None:
         return ThreadChoice(requested, requested, "set by --threads", cores, None)

@@ -1,6 +1,7 @@
 """Train one run: settings -> data -> job -> engine -> run folder. Used by `train` and `compare`."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Any
 
 import torch
 
+from deepskeptic import distributed
 from deepskeptic import settings as settings_mod
 from deepskeptic.engine import LoopSettings, fit
 from deepskeptic.errors import UserError
@@ -59,31 +61,48 @@ def resolve_settings(task: Task, flags: dict[str, Any], config_file: str | None)
 
 def train(task: Task, settings: dict[str, Any], *, prepared: Any = None, out: str | Path | None = None,
           resume: Run | None = None) -> Run:
-    """Train and evaluate one model; returns the completed run folder."""
-    device = resolve_device(settings["device"])
+    """Train and evaluate one model; returns the completed run folder.
+
+    Under torchrun (several processes, see distributed.py) every rank calls this with the same
+    settings: ``--batch-size`` is the global batch, each rank trains on its share, and rank 0
+    alone writes the run folder and measures the test split."""
+    _check_distributed(task, settings, distributed.from_environment(), resume)   # before joining the others
+    world, rank_device = distributed.setup(settings["device"])
+    device = rank_device or resolve_device(settings["device"])
     threads = apply_threads(settings.get("threads"),  # before the data: decoding uses them too
                             previous=resume.config.get("threads") if resume is not None else None)
     torch.manual_seed(settings["seed"])
     if prepared is None:
-        prepared = task.prepare(settings)
+        with _rank_zero_first(world):                     # data caches are built once, by rank 0
+            prepared = task.prepare(settings)
     job, info = task.build(settings, prepared, device)
+    if world.active:
+        info = {**info, "world_size": world.size, "global_batch": settings.get("batch_size")}
     if resume is None:
         out = out or settings.get("out") or default_run_dir("runs", task.name, settings["data"], settings["model"])
+    if not world.is_main:
+        return _follow(task, job, settings, device, world, out, resume)
     with (Run(out) if resume is None else resume).lock():   # one process writes a run folder at a time
-        if resume is None:
-            run = Run.create(out)                                 # empty, checked under the lock
-            run.write_config({"task": task.name, "settings": settings, **info, "device": str(device),
-                              "device_name": device_name(device), "threads": threads, "versions": versions(),
-                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        else:
-            run = resume
-            if run.is_complete:                                   # another process finished it meanwhile
-                raise UserError(f"run {run.path} is already complete; nothing to resume")
+        try:
+            if resume is None:
+                run = Run.create(out)                             # empty, checked under the lock
+                run.write_config({"task": task.name, "settings": settings, **info, "device": str(device),
+                                  "device_name": device_name(device), "threads": threads, "versions": versions(),
+                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            else:
+                run = resume
+                if run.is_complete:                               # another process finished it meanwhile
+                    raise UserError(f"run {run.path} is already complete; nothing to resume")
+        except UserError as exc:
+            if world.active:
+                distributed.broadcast_object(("error", str(exc)))  # the other ranks stop with the same line
+            raise
+        if world.active:
+            distributed.broadcast_object(("run", str(run.path)))
         job.run_path = run.path
-        loop = LoopSettings(epochs=settings["epochs"], time_budget=settings["time_budget"],
-                            warmup=settings["warmup"], schedule=settings["schedule"], progress=settings["progress"])
-        history = fit(job, loop, seed=settings["seed"], device=device, checkpoint_dir=run.checkpoint_dir,
-                      amp=settings["amp"], cpu_bf16=settings["cpu_bf16"], on_epoch=run.write_history,
+        history = fit(job, _loop_settings(settings), seed=settings["seed"], device=device,
+                      checkpoint_dir=run.checkpoint_dir, amp=settings["amp"], cpu_bf16=settings["cpu_bf16"],
+                      on_epoch=run.write_history, world=world,
                       resume=resume is not None and (run.checkpoint_dir / "state.safetensors").is_file())
         run.write_history(history)
         run.save_weights(job.modules)
@@ -100,6 +119,51 @@ def train(task: Task, settings: dict[str, Any], *, prepared: Any = None, out: st
         metrics.setdefault("flops_per_example", info.get("flops_per_example"))
         task.write_report(run, prepared, metrics)
         run.write_metrics(metrics)  # last: its presence marks the run complete
+    return run
+
+
+def _loop_settings(settings: dict[str, Any]) -> LoopSettings:
+    return LoopSettings(epochs=settings["epochs"], time_budget=settings["time_budget"],
+                        warmup=settings["warmup"], schedule=settings["schedule"], progress=settings["progress"])
+
+
+def _check_distributed(task: Task, settings: dict[str, Any], world: distributed.World, resume: Run | None) -> None:
+    """What torchrun cannot run, as one line before any work: a task that does not split, a batch
+    smaller than the world, a run resumed with another number of processes."""
+    if world.active and not task.distributed:
+        raise UserError(f"{task.name} does not train under torchrun: {task.distributed_instead}")
+    batch = settings.get("batch_size")
+    if world.active and isinstance(batch, int) and batch < world.size:
+        raise UserError(f"--batch-size {batch} is the global batch and cannot be split over {world.size} "
+                        f"processes; use at least {world.size}")
+    if resume is not None:
+        started = resume.config.get("world_size", 1)
+        if started != world.size:
+            raise UserError(f"run {resume.path} was trained by {started} process(es), not {world.size}; resume it "
+                            f"with torchrun --nproc_per_node {started}" if started != 1 else
+                            f"run {resume.path} was trained in one process; resume it without torchrun")
+
+
+@contextlib.contextmanager
+def _rank_zero_first(world: distributed.World):
+    """Rank 0 runs the block first (it builds the data caches); the others after it, from the cache."""
+    if world.active and not world.is_main:
+        distributed.barrier()
+    yield
+    if world.active and world.is_main:
+        distributed.barrier()
+
+
+def _follow(task: Task, job, settings: dict[str, Any], device: torch.device, world: distributed.World,
+            out: Any, resume: Run | None) -> Run:
+    """A rank other than 0: train beside rank 0 in its run folder, writing nothing."""
+    kind, value = distributed.broadcast_object(None)
+    if kind == "error":
+        raise UserError(value)                                   # rank 0's error, the same line
+    run = Run(value)
+    fit(job, _loop_settings(settings), seed=settings["seed"], device=device, checkpoint_dir=run.checkpoint_dir,
+        amp=settings["amp"], cpu_bf16=settings["cpu_bf16"], world=world,
+        resume=resume is not None and (run.checkpoint_dir / "state.safetensors").is_file())
     return run
 
 

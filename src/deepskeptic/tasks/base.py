@@ -12,7 +12,8 @@ What a task provides, in the order a run needs it:
 - ``prepare(settings)``: the data, checked (``UserError`` on anything wrong before training);
 - ``shape_of(prepared)``: what the model needs to know of the data (channels, classes, vocabulary
   size, lookback, ...), a plain dict; ``create_model(model, model_config, shape)`` builds the
-  registered model from its ``[model]`` settings and that shape;
+  registered model from its ``[model]`` settings and that shape, the shape winning where both name
+  a value (``model_config``; ``misfit_message`` words a model that does not fit the data);
 - ``build(settings, prepared, device)``: the engine job and what config.json records;
 - ``finish(...)``: the test metrics; ``write_report(...)``: report.html;
 - ``load_models(run, device)``: a trained run's modules (the default: ``create_model`` from the
@@ -159,6 +160,8 @@ class Task:
                                                      # runs keep working (training.rename_settings)
     commands: ClassVar[frozenset[str]] = frozenset()  # which of EXTRA_COMMANDS this task has
     predictor_class: ClassVar[type[Predictor]] = Predictor
+    distributed: ClassVar[bool] = True     # trains under torchrun (DDP); else distributed_instead says why not
+    distributed_instead: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -190,14 +193,28 @@ class Task:
         """What the model needs to know of the prepared data (a plain dict for ``create_model``)."""
         raise NotImplementedError
 
+    def model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
+        """The config dataclass of model ``model``: its [model] settings, overridden by the shape's
+        keys that the config has (the data fixes its sizes: a [model] value of the same name gives
+        way). What config.json records; tasks that derive more (other key names, a variant, resolved
+        widths) override it."""
+        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, model).config_cls)}
+        return registry.make_config(self.name, model, **{**model_config,
+                                                         **{k: v for k, v in shape.items() if k in fields}})
+
     def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
-        """The registered model ``model`` built from its [model] settings and the data's shape.
-        The default passes the shape's keys that the model's config has; tasks that derive more
-        (a variant, an anchor) override it."""
-        spec = registry.spec(self.name, model)
-        fields = {f.name for f in dataclasses.fields(spec.config_cls)}
-        return registry.create(self.name, model, **{**{k: v for k, v in shape.items() if k in fields},
-                                                    **model_config})
+        """The registered model ``model`` built from ``model_config(...)``; a model that cannot be
+        built for the data (its build raises ValueError) is a UserError (``misfit_message``)."""
+        config = self.model_config(model, model_config, shape)
+        try:
+            return registry.spec(self.name, model).build(config)
+        except ValueError as exc:
+            raise UserError(self.misfit_message(model, shape, exc)) from None
+
+    def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
+        """The one line shown when ``model`` cannot be built for data of ``shape``; tasks name the
+        flag that changes the data's side of it."""
+        return f"model '{model}': {error}"
 
     def build(self, settings: dict[str, Any], prepared: Any, device: torch.device) -> tuple[Job, dict[str, Any]]:
         """The engine job and what config.json records about the model and data."""

@@ -91,20 +91,17 @@ class CycleGanTask(Task):
     def shape_of(self, prepared: Prepared) -> dict[str, Any]:
         return pair_shape(prepared.pair)
 
-    def _model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
+    def model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
         """The model's config; the images' channels and size win over [model] settings, and
         cyclegan's automatic sizes are resolved, so config.json records the sizes used."""
-        cfg = registry.make_config(self.name, model, **{
-            **model_config, "channels": shape["channels"], "image_size": shape["image_size"]})
+        cfg = super().model_config(model, model_config, shape)
         return resolve_cyclegan_config(cfg) if isinstance(cfg, CycleGANConfig) else cfg
 
-    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
-        try:
-            return registry.spec(self.name, model).build(self._model_config(model, model_config, shape))
-        except ValueError as exc:
-            size = shape["image_size"]
-            raise UserError(f"images of {size} px do not fit model '{model}': {exc}; pass "
-                            f"--image-size {max(8, size // 4 * 4)}") from None
+    _model_config = model_config   # build's name for it
+
+    def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
+        size = shape["image_size"]
+        return f"images of {size} px do not fit model '{model}': {error}; pass --image-size {max(8, size // 4 * 4)}"
 
     def check_fit(self, settings: dict[str, Any], pair: PairData) -> nn.Module:
         """The model for the pair; UserError when the images do not fit it or a domain has less than a batch."""

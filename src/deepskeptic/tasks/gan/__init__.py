@@ -80,22 +80,19 @@ class GanTask(Task):
     def shape_of(self, prepared: Prepared) -> dict[str, Any]:
         return data_shape(prepared.data)
 
-    def _model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
+    def model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
         """The model's config; the data's channels and size win over [model] settings, and dcgan's
         automatic widths are resolved, so config.json records the widths used."""
-        cfg = registry.make_config(self.name, model, **{
-            **model_config, "channels": shape["channels"], "image_size": shape["image_size"]})
+        cfg = super().model_config(model, model_config, shape)
         return resolve_dcgan_config(cfg) if isinstance(cfg, DCGANConfig) else cfg
 
-    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
-        cfg = self._model_config(model, model_config, shape)
-        try:
-            return registry.spec(self.name, model).build(cfg)
-        except ValueError as exc:
-            size = shape["image_size"]
-            best = min(DCGAN_SIZES, key=lambda s: (abs(s - size), -s))
-            raise UserError(f"images of {size} px do not fit model '{model}': {exc}; "
-                            f"pass --image-size {best} (or another of those sizes)") from None
+    _model_config = model_config   # build's name for it
+
+    def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
+        size = shape["image_size"]
+        best = min(DCGAN_SIZES, key=lambda s: (abs(s - size), -s))
+        return (f"images of {size} px do not fit model '{model}': {error}; "
+                f"pass --image-size {best} (or another of those sizes)")
 
     def check_fit(self, settings: dict[str, Any], data) -> nn.Module:
         """The model for the data; UserError when the images do not fit it or one batch."""

@@ -5,11 +5,10 @@ import dataclasses
 from typing import Any
 
 import torch
-from torch import nn
 
+from deepskeptic import recipes
 from deepskeptic.data.images import image_datasets
 from deepskeptic.errors import UserError
-from deepskeptic.models import registry
 from deepskeptic.models.image import AlexNetConfig, alexnet_variant
 from deepskeptic.runs import Run
 from deepskeptic.settings import MAX_IMAGE_SIZE, Setting
@@ -57,29 +56,35 @@ class ImageTask(Task):
     def shape_of(self, prepared: Prepared) -> dict[str, Any]:
         return image_data.shape(prepared.data)
 
-    def _model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
+    def model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
         """The model's config: its [model] settings, the data's shape (which wins) and, for
         alexnet, the variant its image size chooses (recorded in config.json)."""
-        cfg = registry.make_config(self.name, model, **{
-            **model_config, "in_channels": shape["channels"], "image_size": shape["image_size"],
-            "num_classes": shape["num_classes"]})
+        cfg = super().model_config(model, model_config, {
+            "in_channels": shape["channels"], "image_size": shape["image_size"], "num_classes": shape["num_classes"]})
         if isinstance(cfg, AlexNetConfig):
             cfg = dataclasses.replace(cfg, variant=alexnet_variant(cfg))
         return cfg
 
-    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
-        cfg = self._model_config(model, model_config, shape)
-        try:
-            return registry.spec(self.name, model).build(cfg)
-        except ValueError as exc:
-            raise UserError(f"images of {shape['image_size']} px do not fit model '{model}': {exc}; "
-                            f"pass a larger --image-size or choose another --model") from None
+    _model_config = model_config   # build's name for it
+
+    def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
+        return (f"images of {shape['image_size']} px do not fit model '{model}': {error}; "
+                f"pass a larger --image-size or choose another --model")
 
     def build(self, settings, prepared: Prepared, device):
         data = prepared.data
         shape = self.shape_of(prepared)
         # Small data sets still need enough steps per epoch: at most 1/16 of the images per batch.
         settings["batch_size"] = min(settings["batch_size"], max(16, len(data.x_train) // 16))
+
+        def make_job(s: dict[str, Any]) -> ImageJob:   # the recipe rule's probes train these
+            probe = self.create_model(s["model"], s["model_config"], shape).to(device)
+            return ImageJob(probe.to(memory_format=torch.channels_last) if device.type == "cuda" else probe,
+                            prepared, s, device)
+
+        # widths or layout sized to the budget, the learning rate checked: before the model exists
+        recipe = recipes.decide(self, settings, make_job, device,
+                                data_key=[len(data.x_train), data.channels, data.image_size])
         model = self.create_model(settings["model"], settings["model_config"], shape)
         flops = forward_flops(model, torch.zeros(1, data.channels, data.image_size, data.image_size))
         model = model.to(device)
@@ -90,7 +95,8 @@ class ImageTask(Task):
                 "data_info": {"name": data.name, "source": data.source, "classes": data.classes,
                               "channels": data.channels, "image_size": data.image_size,
                               "mean": prepared.mean, "std": prepared.std, "train": len(data.x_train),
-                              "val": len(data.x_val), "test": len(data.x_test), "skipped": data.skipped}}
+                              "val": len(data.x_val), "test": len(data.x_test), "skipped": data.skipped},
+                "recipe": recipe}
         return ImageJob(model, prepared, settings, device), info
 
     def finish(self, run, job: ImageJob, prepared: Prepared, settings, device):

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepskeptic import recipes
 from deepskeptic.reports.html import Report, plt
 from deepskeptic.reports.plots import learning_curves
 from deepskeptic.runs import Run
@@ -129,6 +130,9 @@ def write_image_report(task, run: Run, prepared: Prepared | None = None, metrics
     report.paragraph(f"{metrics['test_accuracy']:.2%} test accuracy (top-5 {metrics['test_top5_accuracy']:.2%}) on "
                      f"{len(data.x_test)} test images after {metrics['epochs']} epoch(s), "
                      f"{metrics['train_seconds']:.1f} s of training on {metrics['device']}, seed {metrics['seed']}.")
+    recipe = recipes.sentence(config)   # how the recipe and learning rate were chosen, and why
+    if recipe:
+        report.paragraph(recipe)
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     history = run.history()
     if history:

@@ -14,11 +14,9 @@ import dataclasses
 import sys
 from typing import Any
 
-from torch import nn
-
+from deepskeptic import recipes
 from deepskeptic.data import spoken
 from deepskeptic.data.audio_sets import load_speech_data, read_utterances
-from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_json
 from deepskeptic.models import registry
 from deepskeptic.runs import Run
@@ -73,36 +71,39 @@ class SpeechTask(Task):
     def shape_of(self, prepared: Prepared) -> dict[str, Any]:
         return data_shape(prepared.data)
 
-    def _model_config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
-        """The config dataclass: the [model] settings, overridden by the data's shape (mel bands,
-        classes or vocabulary: the keys the model's config has)."""
-        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, model).config_cls)}
-        return registry.make_config(self.name, model, **{**model_config,
-                                                         **{k: v for k, v in shape.items() if k in fields}})
+    # build's name for it: the [model] settings, overridden by the data's shape (mel bands, classes
+    # or vocabulary: the keys the model's config has)
+    _model_config = Task.model_config
 
-    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
-        cfg = self._model_config(model, model_config, shape)
-        try:
-            return registry.spec(self.name, model).build(cfg)
-        except ValueError as exc:
-            raise UserError(f"model '{model}' cannot be built for {shape['n_mels']} mel bands: {exc}; "
-                            f"change its settings or --n-mels, or choose another --model") from None
+    def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
+        return (f"model '{model}' cannot be built for {shape['n_mels']} mel bands: {error}; "
+                f"change its settings or --n-mels, or choose another --model")
 
     def build(self, settings, prepared: Prepared, device):
         data = prepared.data
         labels = labels_for(settings["model"], data)
         # Small data sets still need several steps per epoch: at most 1/8 of the utterances per batch.
         settings["batch_size"] = min(settings["batch_size"], max(8, len(data.splits["train"]) // 8))
-        model_config = dict(settings.get("model_config", {}))
         fields = {f.name for f in dataclasses.fields(registry.spec(self.name, settings["model"]).config_cls)}
-        if settings.get("bidirectional") is not None and "bidirectional" in fields:
-            model_config["bidirectional"] = settings["bidirectional"]   # the flag over the [model] table
         shape = self.shape_of(prepared)
+
+        def with_flags(s: dict[str, Any]) -> dict[str, Any]:
+            model_config = dict(s.get("model_config", {}))
+            if s.get("bidirectional") is not None and "bidirectional" in fields:
+                model_config["bidirectional"] = s["bidirectional"]   # the flag over the [model] table
+            return model_config
+
+        def make_job(s: dict[str, Any]) -> SpeechJob:   # the learning-rate check trains these
+            return SpeechJob(self.create_model(s["model"], with_flags(s), shape).to(device), data, s, device, labels)
+
+        recipe = recipes.decide(self, settings, make_job, device, data_key=[len(data.splits["train"]), shape])
+        model_config = with_flags(settings)
         model = self.create_model(settings["model"], model_config, shape)
         flops = flops_per_second_of_audio(model, shape["n_mels"])
         info = {"model_config": dataclasses.asdict(self._model_config(settings["model"], model_config, shape)),
                 "flops_per_example": flops,
-                "data_info": {**data.info(), "output": "class" if labels else "ctc", "labels": labels}}
+                "data_info": {**data.info(), "output": "class" if labels else "ctc", "labels": labels},
+                "recipe": recipe}
         return SpeechJob(model.to(device), data, settings, device, labels), info
 
     def finish(self, run, job: SpeechJob, prepared: Prepared, settings, device):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deepskeptic import recipes
 from deepskeptic.data.audio import FeatureSettings, load_audio, log_mel
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import read_json
@@ -70,6 +71,9 @@ def write_speech_report(run: Run, metrics: dict[str, Any] | None = None) -> None
                      f"{metrics['test_accuracy']:.2%} {accuracy}, on {metrics.get('test_utterances', '?')} test "
                      f"utterances{voices}; {metrics['epochs']} epoch(s), {metrics['train_seconds']:.1f} s of training "
                      f"on {metrics['device']}, seed {metrics['seed']}.")
+    recipe = recipes.sentence(config)   # how the recipe and learning rate were chosen, and why
+    if recipe:
+        report.paragraph(recipe)
     if not classifier:
         report.paragraph(f"Beam search (width {s['beam']}): WER {metrics['test_wer']:.2%}; greedy decoding: "
                          f"WER {metrics['test_wer_greedy']:.2%}, CER {metrics['test_cer_greedy']:.2%}.", "muted")

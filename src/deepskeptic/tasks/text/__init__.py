@@ -17,8 +17,7 @@ import dataclasses
 import json
 from typing import Any
 
-from torch import nn
-
+from deepskeptic import recipes
 from deepskeptic.data.text import fetch_text_dataset, load_labelled, text_datasets
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_json
@@ -81,21 +80,35 @@ class TextTask(Task):
             shape["num_features"] = len(prepared.inputs("ngram-counts")["vectorizer"].vocabulary_)
         return {**shape, "num_classes": len(prepared.data.classes)}
 
-    def _config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
-        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, model).config_cls)}
-        return registry.make_config(self.name, model, **{   # the data's sizes win over [model] settings
-            **model_config, **{k: v for k, v in shape.items() if k in fields}})
-
-    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
-        return registry.spec(self.name, model).build(self._config(model, model_config, shape))
+    _config = Task.model_config   # build's name for it: the data's sizes win over [model] settings
 
     def build(self, settings, prepared: Prepared, device):
         reading = reads(settings["model"])
+        data = prepared.data
+        settings["batch_size"] = min(settings["batch_size"], max(8, len(data.texts["train"]) // 16))
+        readings: dict[int, Prepared] = {}   # the documents read at each max_len a probe tries
+        prepared.settings = dict(prepared.settings)   # what its cache was read with, apart from the run's
+
+        def read_at(max_len: int) -> Prepared:
+            if reading != "chars" or prepared.settings["max_len"] == max_len:
+                return prepared
+            if max_len not in readings:       # its own cache: the shared one stays as it is
+                readings[max_len] = Prepared(data, {**prepared.settings, "max_len": max_len})
+            return readings[max_len]
+
+        def make_job(s: dict[str, Any]) -> TextJob:   # the recipe rule's probes train these
+            read = read_at(s["max_len"])
+            probe = self.create_model(s["model"], s["model_config"], self.shape_of(read, (reading,)))
+            return TextJob(probe.to(device), read, reading, s, device)
+
+        # reading length and size sized to the budget, the learning rate checked: before the model exists
+        recipe = recipes.decide(self, settings, make_job, device, data_key=[len(data.texts["train"]), reading])
+        if read_at(settings["max_len"]) is not prepared:   # the run reads as its recipe says; finish,
+            chosen = read_at(settings["max_len"])          # predict and the vocabulary follow it
+            prepared.settings, prepared.cache["chars"] = chosen.settings, chosen.inputs("chars")
         inputs = prepared.inputs(reading)
         cfg = self._config(settings["model"], settings["model_config"], self.shape_of(prepared, (reading,)))
         model = registry.spec(self.name, settings["model"]).build(cfg)
-        data = prepared.data
-        settings["batch_size"] = min(settings["batch_size"], max(8, len(data.texts["train"]) // 16))
         if isinstance(model, TextLSTM):  # per document: ~its mean length in characters, through the LSTM
             mean_len = float(inputs["train"].lengths.float().mean())
             flops = int(mean_len * 2 * 4 * cfg.hidden * (cfg.embed + cfg.hidden) * cfg.layers)
@@ -104,7 +117,8 @@ class TextTask(Task):
         info = {"model_config": dataclasses.asdict(cfg), "flops_per_example": flops,
                 "data_info": {"name": data.name, "source": data.source, "classes": data.classes,
                               "reading": READING_NAMES[reading], "skipped": data.skipped,
-                              **{split: len(v) for split, v in data.texts.items()}}}
+                              **{split: len(v) for split, v in data.texts.items()}},
+                "recipe": recipe}
         if "vocab" in inputs:
             info["data_info"]["vocab"] = inputs["vocab"].to_json()
         return TextJob(model.to(device), prepared, reading, settings, device), info

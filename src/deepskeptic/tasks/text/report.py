@@ -1,6 +1,7 @@
 """The report of a finished text-classification run."""
 from __future__ import annotations
 
+from deepskeptic import recipes
 from deepskeptic.errors import UserError
 from deepskeptic.reports.html import Report, plt
 from deepskeptic.reports.plots import learning_curves
@@ -19,6 +20,9 @@ def write_report(task, run: Run, prepared=None, metrics: dict | None = None) -> 
                      f"{metrics['epochs']} epoch(s), {metrics['train_seconds']:.1f} s of training on "
                      f"{metrics['device']}, seed {metrics['seed']}. The model reads "
                      f"{'characters' if info['reading'] == 'chars' else 'bag-of-n-gram counts'}.")
+    recipe = recipes.sentence(config)   # how the recipe and learning rate were chosen, and why
+    if recipe:
+        report.paragraph(recipe)
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     history = run.history()
     if history:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepskeptic import recipes
 from deepskeptic.data.text import Vocab, fetch_text_dataset, load_corpus, text_datasets
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_text
@@ -94,17 +95,7 @@ class TextGenTask(Task):
     def shape_of(self, prepared: Prepared) -> dict[str, Any]:
         return {"vocab_size": len(prepared.vocab)}
 
-    def _config(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> Any:
-        fields = {f.name for f in dataclasses.fields(registry.spec(self.name, model).config_cls)}
-        return registry.make_config(self.name, model, **{   # the data's vocabulary wins over [model] settings
-            **model_config, **{k: v for k, v in shape.items() if k in fields}})
-
-    def create_model(self, model: str, model_config: dict[str, Any], shape: dict[str, Any]) -> nn.Module:
-        cfg = self._config(model, model_config, shape)
-        try:
-            return registry.spec(self.name, model).build(cfg)
-        except ValueError as exc:
-            raise UserError(f"model '{model}': {exc}") from None
+    _config = Task.model_config   # build's name for it: the data's vocabulary wins over [model] settings
 
     def _model_config(self, settings: dict[str, Any]) -> dict[str, Any]:
         """The run's [model] settings with the network flags (--hidden, ...) that the model has."""
@@ -114,22 +105,38 @@ class TextGenTask(Task):
 
     def build(self, settings, prepared: Prepared, device):
         name, shape = settings["model"], self.shape_of(prepared)
+        one_step = registry.spec(self.name, name).one_step
+        if not one_step:
+            self._streams(settings, prepared)   # a --seq-len longer than the text: the error first
+
+            def make_job(s: dict[str, Any]) -> TextGenJob:   # the recipe rule's probes train these
+                s = {**s, "batch_size": min(s["batch_size"], self._streams(s, prepared))}
+                return TextGenJob(self.create_model(name, self._model_config(s), shape).to(device), prepared, s, device)
+
+            # model size and window sized to the budget, the learning rate checked: before the model exists
+            recipe = recipes.decide(self, settings, make_job, device, data_key=[len(prepared.train), len(prepared.vocab)])
+            settings["batch_size"] = min(settings["batch_size"], self._streams(settings, prepared))
         model = self.create_model(name, self._model_config(settings), shape)
         corpus = prepared.corpus
         info = {"model_config": dataclasses.asdict(self._config(name, self._model_config(settings), shape)),
                 "data_info": {"name": corpus.name, "source": corpus.source, "split": corpus.split,
                               "train_chars": len(corpus.train), "val_chars": len(corpus.val),
                               "test_chars": len(corpus.test), "vocab": prepared.vocab.to_json()}}
-        if registry.spec(self.name, name).one_step:
+        if one_step:
             info["flops_per_example"] = None
             return ClassicalJob(model, prepared), info
+        info["flops_per_example"] = flops_per_char(model)  # per character
+        info["recipe"] = recipe
+        return TextGenJob(model.to(device), prepared, settings, device), info
+
+    @staticmethod
+    def _streams(settings: dict[str, Any], prepared: Prepared) -> int:
+        """Streams of at least one window the training text holds: the batch size's upper bound."""
         streams = (len(prepared.train) - 1) // settings["seq_len"]
         if streams < 1:
             raise UserError(f"the training text has {len(prepared.train)} characters, shorter than one sequence "
                             f"of --seq-len {settings['seq_len']}; give a longer text or a smaller --seq-len")
-        settings["batch_size"] = min(settings["batch_size"], streams)  # every stream holds at least one window
-        info["flops_per_example"] = flops_per_char(model)  # per character
-        return TextGenJob(model.to(device), prepared, settings, device), info
+        return streams
 
     def finish(self, run, job, prepared: Prepared, settings, device):
         if registry.spec(self.name, settings["model"]).one_step:

@@ -58,6 +58,16 @@ class TextGenJob(Job):
         loss = loss.detach()
         return x.numel(), {"loss": loss, "bpc": loss / LN2}
 
+    def distribute(self, wrap, world) -> bool:
+        """Under torchrun each rank reads its own streams (rows) of the batch, whole windows each."""
+        rows = torch.tensor_split(torch.arange(self.batch), world.size)[world.rank].to(self.inputs.device)
+        self.share = len(rows) / self.batch
+        self.inputs, self.targets, self.batch = self.inputs[rows], self.targets[rows], len(rows)
+        return super().distribute(wrap, world)
+
+    def shard(self, window: int, rank: int, world: int):
+        return window, self.share
+
     def validate(self, epoch: int) -> dict[str, float]:
         bpc, _ = stream_bpc(self.model, self.val, self.device)
         self.best.offer(bpc, epoch)

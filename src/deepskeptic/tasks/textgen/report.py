@@ -5,6 +5,7 @@ import html
 
 import torch
 
+from deepskeptic import recipes
 from deepskeptic.errors import UserError
 from deepskeptic.models import registry
 from deepskeptic.models.text import CharLM
@@ -39,6 +40,9 @@ def write_report(task, run: Run, prepared=None, metrics: dict | None = None) -> 
                      + (f", with the weights of epoch {metrics['best_epoch']} (lowest validation bpc)"
                         if metrics.get("best_epoch") else "") + ". Lower is better; run 'deepskeptic compare textgen' for the "
                      f"n-gram and compressor baselines on the same split.")
+    recipe = recipes.sentence(config)   # how the recipe and learning rate were chosen, and why
+    if recipe:
+        report.paragraph(recipe)
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))])
     history = run.history()
     if any("train_bpc" in h for h in history):
