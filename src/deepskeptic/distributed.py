@@ -18,6 +18,7 @@ at the same step.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -93,8 +94,26 @@ def setup(device_setting: str) -> tuple[World, torch.device | None]:
     return world, device
 
 
+_alone = 0     # depth of ``alone()`` blocks
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside: this process works by itself (a run trained inside another run's preparation, such
+    as a GAN's judge, is trained by rank 0 alone while the others wait)."""
+    global _alone
+    _alone += 1
+    try:
+        yield
+    finally:
+        _alone -= 1
+
+
 def current() -> World:
-    """The world of the process group joined by ``setup`` (the single world outside one)."""
+    """The world of the process group joined by ``setup`` (the single world outside one, or
+    inside ``alone``)."""
+    if _alone:
+        return SINGLE
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), from_environment().local_rank)
     return SINGLE

@@ -66,9 +66,30 @@ def train(task: Task, settings: dict[str, Any], *, prepared: Any = None, out: st
     Under torchrun (several processes, see distributed.py) every rank calls this with the same
     settings: ``--batch-size`` is the global batch, each rank trains on its share, and rank 0
     alone writes the run folder and measures the test split."""
+    if _depth:      # a run trained inside another's preparation (a GAN's judge): by this process alone
+        with distributed.alone():
+            return _counted(task, settings, distributed.SINGLE, resolve_device(settings["device"]),
+                            prepared=prepared, out=out, resume=resume)
     _check_distributed(task, settings, distributed.from_environment(), resume)   # before joining the others
     world, rank_device = distributed.setup(settings["device"])
-    device = rank_device or resolve_device(settings["device"])
+    return _counted(task, settings, world, rank_device or resolve_device(settings["device"]),
+                    prepared=prepared, out=out, resume=resume)
+
+
+_depth = 0          # train() calls in progress in this process
+
+
+def _counted(*args, **kwargs) -> Run:
+    global _depth
+    _depth += 1
+    try:
+        return _train(*args, **kwargs)
+    finally:
+        _depth -= 1
+
+
+def _train(task: Task, settings: dict[str, Any], world: distributed.World, device: torch.device, *,
+           prepared: Any, out: str | Path | None, resume: Run | None) -> Run:
     threads = apply_threads(settings.get("threads"),  # before the data: decoding uses them too
                             previous=resume.config.get("threads") if resume is not None else None)
     torch.manual_seed(settings["seed"])

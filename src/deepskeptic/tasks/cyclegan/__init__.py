@@ -97,7 +97,6 @@ class CycleGanTask(Task):
         cfg = super().model_config(model, model_config, shape)
         return resolve_cyclegan_config(cfg) if isinstance(cfg, CycleGANConfig) else cfg
 
-    _model_config = model_config   # build's name for it
 
     def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
         size = shape["image_size"]
@@ -118,7 +117,7 @@ class CycleGanTask(Task):
         model = self.check_fit(settings, pair)
         if settings["identity_weight"] is None:   # resolved here, so config.json records the value used
             settings["identity_weight"] = 0.5 if pair.channels == 3 else 0.0
-        info = {"model_config": dataclasses.asdict(self._model_config(settings["model"], settings["model_config"],
+        info = {"model_config": dataclasses.asdict(self.model_config(settings["model"], settings["model_config"],
                                                                       pair_shape(pair))),
                 "data_info": {"names": list(pair.names), "source": pair.source, "channels": pair.channels,
                               "image_size": pair.image_size, "train_a": len(pair.a_train), "train_b": len(pair.b_train),

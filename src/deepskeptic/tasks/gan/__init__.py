@@ -86,7 +86,6 @@ class GanTask(Task):
         cfg = super().model_config(model, model_config, shape)
         return resolve_dcgan_config(cfg) if isinstance(cfg, DCGANConfig) else cfg
 
-    _model_config = model_config   # build's name for it
 
     def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
         size = shape["image_size"]
@@ -109,7 +108,7 @@ class GanTask(Task):
         if device.type == "cuda":
             gan = gan.to(memory_format=torch.channels_last)
         prepared.judge.to(device)
-        info = {"model_config": dataclasses.asdict(self._model_config(settings["model"], settings["model_config"],
+        info = {"model_config": dataclasses.asdict(self.model_config(settings["model"], settings["model_config"],
                                                                       data_shape(data))),
                 "flops_per_example": flops,
                 "data_info": {"name": data.name, "source": data.source, "classes": data.classes,

@@ -65,7 +65,6 @@ class ImageTask(Task):
             cfg = dataclasses.replace(cfg, variant=alexnet_variant(cfg))
         return cfg
 
-    _model_config = model_config   # build's name for it
 
     def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
         return (f"images of {shape['image_size']} px do not fit model '{model}': {error}; "
@@ -90,7 +89,7 @@ class ImageTask(Task):
         model = model.to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        info = {"model_config": dataclasses.asdict(self._model_config(settings["model"], settings["model_config"], shape)),
+        info = {"model_config": dataclasses.asdict(self.model_config(settings["model"], settings["model_config"], shape)),
                 "flops_per_example": flops,
                 "data_info": {"name": data.name, "source": data.source, "classes": data.classes,
                               "channels": data.channels, "image_size": data.image_size,

@@ -73,7 +73,6 @@ class SpeechTask(Task):
 
     # build's name for it: the [model] settings, overridden by the data's shape (mel bands, classes
     # or vocabulary: the keys the model's config has)
-    _model_config = Task.model_config
 
     def misfit_message(self, model: str, shape: dict[str, Any], error: ValueError) -> str:
         return (f"model '{model}' cannot be built for {shape['n_mels']} mel bands: {error}; "
@@ -100,7 +99,7 @@ class SpeechTask(Task):
         model_config = with_flags(settings)
         model = self.create_model(settings["model"], model_config, shape)
         flops = flops_per_second_of_audio(model, shape["n_mels"])
-        info = {"model_config": dataclasses.asdict(self._model_config(settings["model"], model_config, shape)),
+        info = {"model_config": dataclasses.asdict(self.model_config(settings["model"], model_config, shape)),
                 "flops_per_example": flops,
                 "data_info": {**data.info(), "output": "class" if labels else "ctc", "labels": labels},
                 "recipe": recipe}

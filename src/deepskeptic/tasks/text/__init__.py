@@ -80,7 +80,6 @@ class TextTask(Task):
             shape["num_features"] = len(prepared.inputs("ngram-counts")["vectorizer"].vocabulary_)
         return {**shape, "num_classes": len(prepared.data.classes)}
 
-    _config = Task.model_config   # build's name for it: the data's sizes win over [model] settings
 
     def build(self, settings, prepared: Prepared, device):
         reading = reads(settings["model"])
@@ -107,7 +106,7 @@ class TextTask(Task):
             chosen = read_at(settings["max_len"])          # predict and the vocabulary follow it
             prepared.settings, prepared.cache["chars"] = chosen.settings, chosen.inputs("chars")
         inputs = prepared.inputs(reading)
-        cfg = self._config(settings["model"], settings["model_config"], self.shape_of(prepared, (reading,)))
+        cfg = self.model_config(settings["model"], settings["model_config"], self.shape_of(prepared, (reading,)))
         model = registry.spec(self.name, settings["model"]).build(cfg)
         if isinstance(model, TextLSTM):  # per document: ~its mean length in characters, through the LSTM
             mean_len = float(inputs["train"].lengths.float().mean())
