@@ -97,6 +97,39 @@ def test_a_second_resume_of_one_run_is_refused(tmp_path_factory, tmp_path, capsy
     user_error(capsys, "train", "--resume", run, match="already complete")
 
 
+COMPARE_DIGITS = ["compare", "image", "--data", "digits", "--models", "logreg", "--seeds", "1", "--epochs", "1",
+                  "--no-progress"]
+
+
+def test_a_second_compare_into_the_same_out_is_refused(tmp_path, capsys, monkeypatch, holder, fast_report):
+    """Two `compare`s into one folder would interleave their runs and summaries: the second is
+    refused with one line, and writes nothing; once the first is killed (-9), the same compare
+    takes the stale lock over and completes."""
+    quiet_threads(monkeypatch)
+    out = tmp_path / "cmp"
+    child = holder(out)                            # a compare at work in the folder
+    line = user_error(capsys, *COMPARE_DIGITS, "--out", out,
+                      match=rf"comparison folder .*cmp is in use by process {child.pid} on ")
+    assert "wait for it to finish" in line
+    assert [p.name for p in out.iterdir()] == [fileio.LOCK_NAME]
+    child.kill()
+    child.join(10)
+    rc, stdout, err = cli(capsys, *COMPARE_DIGITS, "--out", out)
+    assert rc == 0, err
+    assert f"locked by process {child.pid}" in err and "taking the lock over" in err
+    assert (out / "summary.json").is_file() and (out / "logreg-seed0" / "metrics.json").is_file()
+    assert not (out / fileio.LOCK_NAME).exists() and not (out / "logreg-seed0" / fileio.LOCK_NAME).exists()
+
+
+def test_a_compare_that_fails_leaves_no_empty_folder(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    user_error(capsys, "compare", "image", "--data", tmp_path / "nowhere", "--models", "logreg", "--out", out,
+               match="does not exist")
+    assert not out.exists()
+    (tmp_path / "file").write_text("x")
+    user_error(capsys, *COMPARE_DIGITS, "--out", tmp_path / "file", match="exists and is a file")
+
+
 def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()

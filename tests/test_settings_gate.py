@@ -353,3 +353,13 @@ def test_model_settings_out_of_range_are_refused_and_defaults_pass(spec):
             registry.make_config(spec.task, spec.name, **{key: value})
     fields = {f.name: f.default for f in dataclasses.fields(spec.config_cls)}
     assert dataclasses.asdict(registry.make_config(spec.task, spec.name, **fields)) == fields
+
+
+def test_a_config_file_that_is_not_a_regular_file_is_one_line(tmp_path, capsys):
+    import os
+    from cli_helpers import user_error
+    os.mkfifo(tmp_path / "pipe.toml")     # reading it would wait for a writer forever
+    user_error(capsys, "train", "image", "--data", "digits", "--model", "mlp", "--config", tmp_path / "pipe.toml",
+               match="config file .*pipe.toml is a FIFO")
+    user_error(capsys, "train", "image", "--data", "digits", "--model", "mlp", "--config", tmp_path,
+               match="is a folder; give a regular file")

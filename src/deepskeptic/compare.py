@@ -5,6 +5,7 @@ A comparison folder can be re-run: complete runs are kept, unfinished ones resum
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 from deepskeptic.errors import UserError
 from deepskeptic.fairness import (FAIR_MARGIN, IMPROVING_EPOCHS, IMPROVING_MIN, MIN_EPOCHS, THROUGHPUT_RATIO,
                                   distortion_sentence, model_fairness, starved_clause)
-from deepskeptic.fileio import atomic_write_json, atomic_write_text, read_json
+from deepskeptic.fileio import atomic_write_json, atomic_write_text, folder_lock, read_json
 from deepskeptic.models import registry
 from deepskeptic.reports.html import Report
 from deepskeptic.reports.plots import learning_curves, scatter_with_error
@@ -30,8 +31,6 @@ def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, m
     ``jobs`` > 1 trains the runs in that many local processes, ``ray`` (an address or 'auto') as
     tasks on a Ray cluster (deepskeptic.parallel); ``threads_per_job`` fixes their CPU threads
     (default: the cores' share per job). Complete runs are kept, unfinished ones resumed."""
-    import copy
-
     from deepskeptic import parallel
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
@@ -46,11 +45,30 @@ def run_comparison(task: Task, flags: dict[str, Any], config_file: str | None, m
     # Resolve every model's settings first: unknown names and bad settings fail before any training.
     resolved = {(m, k): resolve_settings(task, {**flags, "model": m, "seed": k}, config_file)
                 for m in models for k in range(_seeds_for(task, m, seeds))}
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is a file; choose another --out")
+    created = not out.exists()
+    try:
+        # One `compare` writes a comparison folder at a time: a second one into the same --out is
+        # refused with one line naming the first (its runs and summary would interleave).
+        with folder_lock(out, "comparison folder"):
+            return _compare_locked(task, resolved, models, seeds, out, jobs, ray, threads_per_job)
+    except BaseException:
+        if created:          # nothing of this comparison was kept: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _compare_locked(task: Task, resolved: dict, models: list[str], seeds: int, out: Path, jobs: int,
+                    ray: str | None, threads_per_job: int | None) -> dict:
+    import copy
+
+    from deepskeptic import parallel
     for (model, seed), model_settings in resolved.items():  # runs kept from before must match
         _check_reusable(task, out / f"{model}-seed{seed}", model_settings)
     prepare_settings = copy.deepcopy(resolved[(models[0], 0)])  # every run sees the same data
     prepared = task.prepare(resolved[(models[0], 0)])  # here too when the runs go elsewhere: errors first
-    out.mkdir(parents=True, exist_ok=True)
     specs = [parallel.RunSpec(model, seed, settings, str(out / f"{model}-seed{seed}"))
              for (model, seed), settings in resolved.items()
              if not (out / f"{model}-seed{seed}" / "metrics.json").is_file()]

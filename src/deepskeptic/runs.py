@@ -1,6 +1,7 @@
 """Run folders: config.json, history.jsonl, metrics.json, model.safetensors, checkpoint/, report.html.
 
-A run is complete when metrics.json exists; it is written last, atomically, after the weights.
+A run is complete when metrics.json exists; it is written last, atomically, after the weights, and
+only when the run's main test metrics are finite numbers (``check_finite_metrics``).
 Everything read back is checked first (deepskeptic.schema): a folder the user edited or damaged is
 one line naming the file, never a traceback. A process writing the folder holds its lock (.lock).
 """
@@ -8,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import numbers
 import os
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from torch import nn
 from deepskeptic._version import __version__
 from deepskeptic import schema
 from deepskeptic.checkpoint import weights_mismatch
-from deepskeptic.errors import UserError
+from deepskeptic.errors import UserError, printable
 from deepskeptic.fileio import (LOCK_NAME, CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                 folder_lock, json_depth_error, read_bytes, read_json)
 
@@ -60,6 +64,64 @@ def default_run_dir(root: str, task: str, data: str, model: str) -> Path:
         n += 1
         path = Path(f"{base}-{n}")
     return path
+
+
+# --- metrics that are not numbers ---------------------------------------------------------------
+
+def _scalar(value: Any) -> Any:
+    """A numpy or torch scalar as a Python number; anything else as it is."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
+def _not_finite(value: Any) -> bool:
+    value = _scalar(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value)
+
+
+def check_finite_metrics(metrics: dict[str, Any], primary: str | None, where: str | os.PathLike,
+                         settings: dict[str, Any] | None = None) -> None:
+    """A UserError when a main test metric of ``metrics`` is not a finite number: the task's
+    primary metric NaN or infinite, or any other top-level ``test_*`` number NaN (e.g. test_loss,
+    NaN when the model outputs NaN while its accuracy still looks like a number). Allowed: null
+    (not measurable, e.g. OWA when Naive2 is perfect), and an infinite secondary metric, which is
+    an overflow of that one formula (test_rmse of values near 1e200 squares past 1e308) and is
+    written as null with a note. The message names the metric and what to try: for a trained
+    network the learning rate, clipping or the data's scale; for a fitted baseline (no
+    parameters) the data's scale."""
+    names = ([primary] if primary else []) + sorted(k for k in metrics if k.startswith("test_") and k != primary)
+    bad = next((k for k in names if _not_finite(metrics.get(k))
+                and (k == primary or math.isnan(_scalar(metrics[k])))), None)
+    if bad is None:
+        return
+    settings = settings or {}
+    value = _scalar(metrics[bad])
+    shown = "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if metrics.get("params"):
+        lr, clip = settings.get("lr"), settings.get("clip")
+        hint = ("the training diverged or the data holds extreme values: train again with a lower --lr"
+                + (f" (this run used {lr:g})" if _is_real(lr) else "")
+                + (f" or a smaller --clip (this run used {clip:g})" if _is_real(clip) else "")
+                + ", or rescale the data")
+    else:
+        hint = "the data holds values too large or too small for this model (e.g. near 1e308): rescale the data"
+    raise UserError(f"{bad} of run {where} is {shown}, not a finite number, so the run is not marked complete; "
+                    f"{hint} (its weights, checkpoint and report are kept there for inspection)")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite number inside it replaced by None (JSON null)."""
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    value = _scalar(value)
+    return None if _not_finite(value) else value
 
 
 class Run:
@@ -205,7 +267,25 @@ class Run:
         atomic_write_text(self.history_path, "".join(json.dumps(h) + "\n" for h in history))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        atomic_write_json(self.metrics_path, metrics)
+        """Write metrics.json, which marks the run complete, unless a main test metric is not a
+        finite number (``check_finite_metrics``): then a UserError, and the run stays incomplete
+        with its weights, checkpoint and report kept for inspection. Other values that are not
+        finite (an overflowed secondary metric, a table entry) are written as null, with a note
+        for top-level ones: metrics.json stays strict JSON."""
+        settings = {}
+        with contextlib.suppress(UserError, KeyError, TypeError):
+            settings = dict(self.config["settings"])
+        check_finite_metrics(metrics, schema.primary_metric(self._task_or_none() or ""), self.path, settings)
+        overflowed = sorted(k for k, v in metrics.items() if _not_finite(v))
+        if overflowed:
+            print(printable(f"note: run {self.path}: {', '.join(overflowed)} not a finite number (an overflow, "
+                            f"or a ratio over zero), written as null"), file=sys.stderr)
+        atomic_write_json(self.metrics_path, finite_or_null(metrics))
+
+    def _task_or_none(self) -> str | None:
+        with contextlib.suppress(UserError, KeyError, TypeError):
+            return self.config["task"]
+        return None
 
     def save_weights(self, modules: dict[str, nn.Module] | nn.Module, metadata: dict[str, str] | None = None) -> None:
         if isinstance(modules, nn.Module):

@@ -30,6 +30,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from deepskeptic.errors import UserError
+from deepskeptic.fileio import read_bytes
 
 KINDS = ("bool", "int", "float", "str", "path", "choice", "dict")
 
@@ -280,12 +281,16 @@ def _normalise(key: str) -> str:
     return key.replace("-", "_")
 
 
+MAX_CONFIG_BYTES = 2**20     # a settings file; anything larger is not one
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"config file {path} does not exist; pass an existing .toml file to --config")
+    data = read_bytes(path, MAX_CONFIG_BYTES, "config file")   # a FIFO, a device, a folder: one line
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
     out = {_normalise(k): v for k, v in raw.items() if k != "model" or not isinstance(v, dict)}

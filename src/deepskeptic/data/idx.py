@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 
 from deepskeptic.errors import UserError
-from deepskeptic.fileio import atomic_write_bytes
+from deepskeptic.fileio import atomic_write_bytes, check_regular_file
 
 # dtype code -> big-endian numpy dtype
 _CODES: dict[int, np.dtype] = {
@@ -25,6 +25,7 @@ _CODES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_BYTES = 16 << 30    # bytes of data an IDX file may declare (Fashion-MNIST's images: 47 MB)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -34,21 +35,47 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     (N,) uint8 for labels. A missing, corrupt or truncated file raises a UserError naming it.
     """
     name = os.fspath(path)
+    if not os.path.lexists(name):
+        raise UserError(f"IDX file '{name}' does not exist: check the path")
+    check_regular_file(name, "IDX file")       # a FIFO would block the read forever, /dev/zero never end
     try:
         with open(name, "rb") as f:
             raw = f.read()
-    except FileNotFoundError:
-        raise UserError(f"IDX file '{name}' does not exist: check the path") from None
     except OSError as e:
         raise UserError(f"cannot read IDX file '{name}': {e.strerror or e}") from None
     if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = _gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise UserError(
-                f"IDX file '{name}' is a corrupt or truncated gzip file ({e}): download or copy it again"
-            ) from None
+        raw = _gunzip(raw, name)
     return _parse(raw, name)
+
+
+def _gunzip(raw: bytes, name: str) -> bytes:
+    """The IDX bytes inside the gzip ``raw``, decompressed no further than the size its header
+    declares (plus one byte, to tell extra data): a gzip bomb cannot fill memory. The gzip
+    trailer (CRC and length) is checked as ``gzip.decompress`` would."""
+    bad = f"IDX file '{name}' is a corrupt or truncated gzip file"
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)          # gzip framing
+    try:
+        out = inflate.decompress(raw, 4)
+        if len(out) < 4 or out[:2] != b"\0\0" or out[2] not in _CODES:
+            return out                                          # not IDX: _parse says what is wrong
+        header = 4 + 4 * out[3]
+        out += inflate.decompress(inflate.unconsumed_tail, header - 4)
+        if len(out) < header:
+            raise UserError(f"{bad} (it ends inside the IDX header): download or copy it again")
+        dims = np.frombuffer(out, dtype=">u4", count=out[3], offset=4).astype(np.float64)
+        expected = float(np.prod(dims)) * _CODES[out[2]].itemsize   # float: the product cannot overflow
+        if expected > MAX_IDX_BYTES:
+            raise UserError(f"IDX file '{name}' declares {expected:.3g} bytes of data, more than "
+                            f"{MAX_IDX_BYTES >> 30} GiB: it is not a data set deepskeptic reads; replace it")
+        total = header + int(expected)
+        out += inflate.decompress(inflate.unconsumed_tail, total + 1 - len(out))
+        if len(out) == total and not inflate.eof:               # the data is all there: its trailer next
+            out += inflate.decompress(inflate.unconsumed_tail, 1)
+    except zlib.error as e:
+        raise UserError(f"{bad} ({e}): download or copy it again") from None
+    if len(out) <= total and not inflate.eof:
+        raise UserError(f"{bad} (it ends before its end-of-stream marker): download or copy it again")
+    return out    # _parse reports data shorter or longer than the header says
 
 
 def _parse(raw: bytes, name: str) -> np.ndarray:

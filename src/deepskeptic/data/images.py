@@ -34,8 +34,8 @@ from PIL import Image, ImageOps
 from deepskeptic.data.cache import (MappedImages, build_array, cache_root, files_key, map_chunks, open_array,
                                     pool_workers, writable_map)
 from deepskeptic.data.idx import read_idx
-from deepskeptic.errors import UserError, unknown_name
-from deepskeptic.fileio import atomic_write_bytes
+from deepskeptic.errors import FileFault, UserError, unknown_name
+from deepskeptic.fileio import atomic_write_bytes, check_regular_file
 
 BUILTINS = ["digits", "fashion-mnist"]
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
@@ -250,14 +250,28 @@ def fetch_fashion_mnist(dest: str | None = None) -> str:
 
 # ---------------------------------------------------------------- folders
 
+def _walk_error(exc: OSError) -> None:
+    """os.walk's onerror: a folder inside the data that cannot be listed (permission denied) is
+    one line naming it, not a class that silently lost its images."""
+    raise FileFault.of(exc) from None
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted; hidden files and folders skipped)."""
+    """Image files under ``folder`` (recursive, sorted; hidden files and folders skipped). Each is
+    a regular file: a FIFO, a device or a socket with an image's name (which would block a read
+    forever, or never end, like /dev/zero) is one line naming it."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_walk_error):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames)
+        out += [_regular(Path(dirpath) / f) for f in sorted(filenames)
                 if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
     return out
+
+
+def _regular(path: Path) -> Path:
+    """``path``, refused when it is there but not a regular file; a dangling link is left to the
+    decoder, which counts it among the unreadable files."""
+    return check_regular_file(path, "image file") if os.path.exists(path) else path
 
 
 def _class_folders(root: Path, unlabelled: bool = False) -> dict[str, list[Path]]:
@@ -490,7 +504,7 @@ def load_image_files(paths: list[str], *, image_size: int, channels: int) -> tup
         p = Path(s).expanduser()
         if not p.exists():
             raise UserError(f"input '{s}' does not exist: give image files or a folder of images")
-        files += _image_files(p) if p.is_dir() else [p]
+        files += _image_files(p) if p.is_dir() else [check_regular_file(p, "input")]
     if not files:
         raise UserError(f"no images found in {', '.join(map(str, paths)) or 'the inputs'} "
                         f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepskeptic.errors import UserError, unknown_name
+from deepskeptic.errors import FileFault, UserError, unknown_name
+from deepskeptic.fileio import check_regular_file
 
 FORTUNES_DIRS = [Path("/usr/share/games/fortunes")]
 FORTUNES_HOW = "apt-get install fortunes (Debian/Ubuntu), or put fortune files in $DEEPSKEPTIC_DATA/fortunes"
@@ -36,6 +37,7 @@ LABELLED = ["fortunes-categories"]
 STDLIB_MAX_CHARS = 4_000_000  # python-stdlib is ~30 MB; a 4 MB sample keeps baselines and epochs quick
 UNK = "\ufffd"                # what an out-of-vocabulary character decodes to (the replacement char)
 PAD = ""                      # the padding symbol of classification inputs (decodes to nothing)
+MAX_TEXT_BYTES = 4 << 30      # one text file read whole: 4 GiB (a str of it takes up to 4x that)
 
 
 # ------------------------------------------------------------------ reading text
@@ -62,12 +64,27 @@ def decode_bytes(data: bytes, where: str, encoding: str | None = None) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
-def read_text_file(path: Path, encoding: str | None = None) -> str:
+def read_file_bytes(path: Path, what: str = "text file") -> bytes:
+    """The bytes of the regular file ``path``: a FIFO, a device (/dev/zero), a socket or a folder
+    is one line naming it (it would block the read forever, or never end); so is a file that
+    cannot be read (permission denied) or that is larger than MAX_TEXT_BYTES."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise UserError(f"{what} {path} does not exist; check the path")
+    check_regular_file(path, what)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_TEXT_BYTES:
+                raise UserError(f"{what} {path} is {size / 2**30:.1f} GiB, more than the "
+                                f"{MAX_TEXT_BYTES >> 30} GiB deepskeptic reads into memory; give a smaller file")
+            return f.read(MAX_TEXT_BYTES + 1)
     except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    return decode_bytes(data, str(path), encoding)
+        raise FileFault.of(e, path) from None
+
+
+def read_text_file(path: Path, encoding: str | None = None) -> str:
+    return decode_bytes(read_file_bytes(path), str(path), encoding)
 
 
 def _text_files(folder: Path) -> list[Path]:
@@ -80,7 +97,7 @@ def read_folder(folder: Path, encoding: str | None = None) -> tuple[list[tuple[P
     skipped and counted. Undecodable text is an error that names the file."""
     docs, skipped = [], 0
     for path in _text_files(folder):
-        data = path.read_bytes()
+        data = read_file_bytes(path)
         if encoding is None and b"\x00" in data:
             skipped += 1
             continue
