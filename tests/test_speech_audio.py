@@ -271,3 +271,104 @@ def test_every_speech_model_maps_padded_batches(name):
         steps = [-(-n // k) for n in (37, 20, 5)]
         assert log_probs.shape == (3, steps[0], 29) and out_lengths.tolist() == steps
         assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, steps[0]), atol=1e-4)
+
+
+# ------------------------------------------------------------------ absurd headers (reliability)
+
+def _wav(path, *, rate=16000, channels=1, data=b"\x00\x01" * 800, claimed=None):
+    """A 16-bit PCM WAV file written by hand, so its header can say anything."""
+    import struct
+    block = (channels * 2) & 0xFFFF
+    fmt = struct.pack("<HHIIHH", 1, channels, rate & 0xFFFFFFFF, (rate * block) & 0xFFFFFFFF, block, 16)
+    size = len(data) if claimed is None else claimed
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", size) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def _flac_claiming(path, frames: int):
+    """A real one-second FLAC file whose STREAMINFO claims ``frames`` samples."""
+    sf.write(path, _tone(440.0, 1.0, 16000), 16000, format="FLAC")
+    raw = bytearray(path.read_bytes())
+    field = int.from_bytes(raw[18:26], "big")              # rate(20) channels(3) bits(5) samples(36)
+    raw[18:26] = ((field & ~(2**36 - 1)) | frames).to_bytes(8, "big")
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _one_line_naming(exc_info, name: str, words: str) -> None:
+    message = str(exc_info.value)
+    assert name in message and words in message and "\n" not in message, message
+
+
+def _peak_bytes(fn) -> int:
+    """The most memory NumPy and Python held at once while ``fn`` ran (tracemalloc sees NumPy's arrays)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+    except UserError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_header_claiming_huge_lengths_never_allocates_them(tmp_path):
+    # WAV: libsndfile trusts the file's size over the header, so the frames that are there are read
+    wav = _wav(tmp_path / "claims.wav", claimed=2**32 - 16)
+    assert len(load_audio(wav)) == 800
+    # FLAC: the header's count is believed; 2**31 frames would be 8 GiB of float32 read up front
+    flac = _flac_claiming(tmp_path / "claims.flac", 2**31)
+    with pytest.raises(UserError) as e:
+        load_audio(flac)
+    _one_line_naming(e, "claims.flac", "claims 37.3 hours of audio")
+    assert _peak_bytes(lambda: load_audio(flac)) < 32 << 20
+    with pytest.raises(UserError) as e:                   # a header promising 10 s of a 1 s file
+        load_audio(_flac_claiming(tmp_path / "more.flac", 10 * 16000))
+    _one_line_naming(e, "more.flac", "truncated or damaged: its header promises 160000 frames")
+
+
+@pytest.mark.parametrize("header, words", [
+    ({"rate": 0}, "not readable audio"),
+    ({"rate": 10**9}, "sample rate of 1000000000 Hz"),
+    ({"rate": 1}, "sample rate of 1 Hz"),
+    ({"channels": 0}, "not readable audio"),
+    ({"channels": 65535}, "not readable audio"),
+    ({"data": b"", "claimed": 3200}, "empty (0 samples)"),   # the data cut off after the header
+])
+def test_absurd_wav_headers_are_one_line_naming_the_file(tmp_path, header, words):
+    path = _wav(tmp_path / "odd.wav", **header)
+    with pytest.raises(UserError) as e:
+        load_audio(path)
+    _one_line_naming(e, "odd.wav", words)
+    assert _peak_bytes(lambda: load_audio(path)) < 32 << 20   # never the claimed length, never a huge filter
+
+
+def test_truncated_compressed_audio_is_one_line(tmp_path):
+    sf.write(tmp_path / "whole.flac", _tone(440.0, 1.0, 16000), 16000)
+    raw = (tmp_path / "whole.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(UserError) as e:
+        load_audio(tmp_path / "cut.flac")
+    _one_line_naming(e, "cut.flac", "truncated or damaged")
+    with pytest.raises(UserError) as e:
+        waveform_samples(np.zeros(100, np.float32), 10**9, what="waveform 'fast'")
+    _one_line_naming(e, "waveform 'fast'", "sample rate 1000000000 Hz")
+
+
+def test_fifos_and_folders_are_refused_not_read(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.wav")
+    with pytest.raises(UserError, match=r"audio file .*pipe\.wav is a FIFO"):
+        load_audio(tmp_path / "pipe.wav")
+    (tmp_path / "folder.wav").mkdir()
+    with pytest.raises(UserError, match=r"folder\.wav is a folder"):
+        load_audio(tmp_path / "folder.wav")
+    os.mkfifo(tmp_path / "manifest.csv")                     # a manifest that would block forever
+    with pytest.raises(UserError, match=r"manifest .*manifest\.csv is a FIFO"):
+        load_speech_data(str(tmp_path / "manifest.csv"))
+    (tmp_path / "list.csv").write_text("path,transcript\npipe.wav,yes\n")
+    with pytest.raises(UserError, match=r"row 2: audio file .*pipe\.wav is a FIFO"):
+        read_manifest(tmp_path / "list.csv")

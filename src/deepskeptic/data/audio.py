@@ -15,6 +15,7 @@ time) needs to see anything at all.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,10 +24,17 @@ import numpy as np
 import torch
 
 from deepskeptic.errors import UserError
+from deepskeptic.fileio import check_regular_file
 from deepskeptic.threads import one_thread
 
 SAMPLE_RATE = 16_000  # Hz; every recording is resampled to this (speech lives below 8 kHz)
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
+# What a recording can be; a header outside these is damaged (or not audio), and trusting it would
+# mean a huge allocation or resampling filter.
+MIN_SAMPLE_RATE = 1_000     # Hz; below it no speech is left (telephone audio is 8 kHz)
+MAX_SAMPLE_RATE = 768_000   # Hz; the fastest audio interfaces record at 768 kHz
+MAX_SECONDS = 3_600         # of one recording: utterances last seconds; cut longer audio first
+BLOCK_SAMPLES = 1 << 20     # samples (frames x channels) decoded at a time: 4 MiB of float32
 
 
 @dataclass(frozen=True)
@@ -52,21 +60,67 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file to float32 mono samples in [-1, 1] at ``sample_rate``: shape (S,).
 
     Stereo (or more channels) is averaged to mono. Raises UserError naming the file when it is
-    missing, not audio, unreadable or empty.
+    missing, not a regular file, not audio, unreadable, empty or its header is absurd (a sample
+    rate outside MIN..MAX_SAMPLE_RATE, a claim of more than MAX_SECONDS). The file is decoded
+    BLOCK_SAMPLES at a time, so memory follows the samples that are there, never what a header
+    claims (soundfile's own ``read`` allocates the claimed length up front).
     """
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path) or not path.exists():
         raise UserError(f"audio file '{path}' does not exist")
+    check_regular_file(path, "audio file")      # a FIFO would block forever, /dev/zero never end
+    what = f"audio file '{path}'"
+    frames, declared, opened = 0, 0, False
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, channels)
+        with sf.SoundFile(str(path)) as f:
+            rate, channels, declared = f.samplerate, f.channels, f.frames
+            _check_header(what, rate, channels, declared)
+            opened = True                                # from here, a failure is in the data
+            block = max(1, BLOCK_SAMPLES // channels)    # frames per read
+            parts = []
+            while True:
+                data = f.read(block, dtype="float32", always_2d=True)   # (k <= block, channels)
+                if not len(data):
+                    break
+                frames += len(data)
+                if frames > MAX_SECONDS * rate:
+                    raise UserError(f"{what} holds more than {_duration(MAX_SECONDS)} of audio, longer than one "
+                                    f"recording may be: cut it into utterances")
+                if not np.isfinite(data).all():
+                    raise UserError(f"{what} holds NaN or infinite samples: re-export it")
+                parts.append(data.mean(axis=1))                             # (k,) mono
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types for broken files
         if path.stat().st_size == 0:
             raise UserError(f"audio file '{path}' is empty (0 bytes): re-record or remove it") from None
+        if opened:
+            raise UserError(f"{what} is truncated or damaged: its header promises {declared} frames that "
+                            f"cannot all be decoded ({_reason(exc)}); re-export it") from None
         raise UserError(f"'{path}' is not readable audio ({_reason(exc)}); "
                         f"give WAV, FLAC or OGG files") from None
-    return waveform_samples(data, rate, sample_rate, what=f"audio file '{path}'")
+    mono = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return waveform_samples(mono, rate, sample_rate, what=what)
+
+
+def _duration(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{seconds / 60:.0f} minutes" if hours < 1 else "1 hour" if hours == 1 else f"{hours:,.1f} hours"
+
+
+def _check_header(what: str, rate: int, channels: int, frames: int) -> None:
+    """One line for a header no recording has: no channels, an absurd rate or length."""
+    if channels < 1:
+        raise UserError(f"{what} has {channels} channels in its header: it is damaged; re-export it")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise UserError(f"{what} has a sample rate of {rate} Hz in its header, outside the "
+                        f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz of recorded audio: it is damaged; re-export it")
+    if frames > MAX_SECONDS * rate:
+        raise UserError(f"{what} claims {_duration(frames / rate)} of audio ({frames} frames at {rate} Hz), "
+                        f"more than the {_duration(MAX_SECONDS)} one recording may last: cut it into "
+                        f"utterances, or re-export it if its header is damaged")
 
 
 def waveform_samples(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE,
@@ -76,7 +130,7 @@ def waveform_samples(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_R
 
     ``samples`` are floats in [-1, 1] at ``rate`` Hz, shaped (S,) or (S, channels) (soundfile's
     layout; channels are averaged). Raises UserError naming ``what`` when they are empty, not
-    finite, not floats or shaped otherwise.
+    finite, not floats or shaped otherwise, or ``rate`` is outside MIN..MAX_SAMPLE_RATE.
     """
     data = np.asarray(samples)
     if not np.issubdtype(data.dtype, np.floating):
@@ -86,6 +140,9 @@ def waveform_samples(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_R
         raise UserError(f"{what} is shaped {data.shape}: give (samples,) or (samples, channels)")
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
         raise UserError(f"{what} has sample rate {rate!r}: give a positive whole number of Hz")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise UserError(f"{what} has sample rate {rate} Hz: give a rate from {MIN_SAMPLE_RATE} to "
+                        f"{MAX_SAMPLE_RATE} Hz")
     data = data.astype(np.float32, copy=False)
     if data.ndim == 1:
         data = data[:, None]                                   # (S, 1)

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepskeptic.data.audio import AUDIO_EXTENSIONS, FeatureSettings, audio_files, features_of_files
+from deepskeptic.data.audio import AUDIO_EXTENSIONS, FeatureSettings, audio_files
+from deepskeptic.data.feature_cache import cached_features
 from deepskeptic.errors import UserError, unknown_name
+from deepskeptic.fileio import check_regular_file
 
 SPLIT_STATE = 0  # fixed random_state for every split: splits never depend on the training seed
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
@@ -91,12 +93,12 @@ def load_speech_data(spec: str, *, n_mels: int = 40, val_split: float = 0.1, tes
         if len(splits[part]) == 0:
             raise UserError(f"data '{spec}' has no {part} utterances: add recordings or change the split")
     settings = FeatureSettings(n_mels=n_mels)
-    feats, seconds = features_of_files([u.path for u in utterances], settings, progress=progress,
-                                       desc=f"features of {Path(str(spec)).name}")
-    lengths = torch.tensor([len(f) for f in feats], dtype=torch.int64)
+    # computed once into the data cache (memory-mapped; rebuilt when a file or a setting changes)
+    feats, lengths, seconds = cached_features([u.path for u in utterances], settings, source, progress=progress,
+                                              desc=f"features of {Path(str(spec)).name}")
     offsets = torch.cumsum(lengths, 0) - lengths
     return SpeechData(
-        name=str(spec), source=source, feats=torch.cat(feats), offsets=offsets, lengths=lengths,
+        name=str(spec), source=source, feats=feats, offsets=offsets, lengths=lengths,
         transcripts=[u.transcript for u in utterances], speakers=[u.speaker for u in utterances],
         paths=[str(u.path) for u in utterances], origins=[u.origin for u in utterances],
         splits={k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in splits.items()},
@@ -119,7 +121,7 @@ def read_utterances(spec: str, progress: bool = True) -> tuple[list[Utterance], 
             raise unknown_name("speech data set", spec, builtin_names(), hint=" (or a folder or manifest .csv path)")
         raise UserError(f"speech data '{spec}' does not exist: give a manifest .csv, a folder with one "
                         f"subfolder per word, or one of {', '.join(builtin_names())}")
-    if path.is_file():
+    if not path.is_dir():
         return read_manifest(path), str(path.resolve())
     if (path / "manifest.csv").is_file():
         return read_manifest(path / "manifest.csv"), str(path.resolve())
@@ -133,6 +135,7 @@ def _header(row: list[str]) -> list[str] | None:
 
 def read_manifest(manifest: Path) -> list[Utterance]:
     """Rows of a CSV manifest as utterances; every path is checked to exist."""
+    check_regular_file(manifest, "manifest")   # a FIFO would block the read forever
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
@@ -156,9 +159,10 @@ def read_manifest(manifest: Path) -> list[Utterance]:
         if not transcript:
             raise UserError(f"{where} has an empty transcript")
         audio = (manifest.parent / values["path"]).expanduser()
-        if not audio.is_file():
+        if not audio.exists():
             raise UserError(f"{where} points to '{values['path']}', which does not exist "
                             f"(paths are relative to the manifest's folder)")
+        check_regular_file(audio, f"{where}: audio file")
         split = values.get("split", "")
         if split and split.lower() not in SPLIT_NAMES:
             raise UserError(f"{where} has split '{split}'; use train, val or test (or leave it empty)")

@@ -12,6 +12,10 @@ cache)::
 ``open_array`` uses a file only if its magic, sizes, JSON and key all match; anything else is
 treated as absent, so the caller rebuilds it. The key is the caller's hash of what the array was
 made from (for a folder: its file list, sizes and modification times; see ``files_key``).
+
+Two builders: ``build_array`` when the shape is known before the data (an image folder: every
+image becomes one row of a known size), ``build_appended`` when the rows come as they are made
+(speech features: an utterance's frames are known once it is decoded).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -52,9 +56,13 @@ def files_key(items: Iterable[tuple[Any, ...]], *extra: Any) -> str:
 
 # ------------------------------------------------------------------ reading
 
-def open_array(path: Path, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+def open_array(path: Path, key: str, *, copy_on_write: bool = False) -> tuple[np.ndarray, dict[str, Any]] | None:
     """(the read-only memory map, its description) if ``path`` is a complete cache made from
-    ``key``; None if it is missing, torn, of another format or made from other files."""
+    ``key``; None if it is missing, torn, of another format or made from other files.
+
+    ``copy_on_write``: map it so that a write changes this process's copy, never the file (and
+    never faults, as a write to a read-only map would): what ``torch.from_numpy`` needs of an
+    array that tensors are made over."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -72,23 +80,19 @@ def open_array(path: Path, key: str) -> tuple[np.ndarray, dict[str, Any]] | None
         return None
     if offset == DATA_OFFSET:  # an empty array: nothing to map
         return np.zeros(shape, dtype), description
-    return np.memmap(path, dtype=dtype, mode="r", offset=DATA_OFFSET, shape=shape), description
+    return np.memmap(path, dtype=dtype, mode="c" if copy_on_write else "r", offset=DATA_OFFSET,
+                     shape=shape), description
 
 
 # ------------------------------------------------------------------ writing
 
 def build_array(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[str], dict[str, Any]],
-                dtype: str = "uint8") -> tuple[np.ndarray, dict[str, Any]]:
+                dtype: str = "uint8", *, copy_on_write: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Make the cache ``path``: ``fill(tmp)`` writes the array into the temporary file ``tmp``
     (at DATA_OFFSET; ``writable_map`` opens it) and returns what the description adds; then the
     description is appended, the file synced and renamed into place. Returns ``open_array``'s."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(path.parent).free
-    except OSError as exc:
-        raise UserError(f"cannot write the data cache in {path.parent} ({exc.strerror or exc}): set "
-                        "DEEPSKEPTIC_CACHE to a writable folder") from None
+    free = _cache_folder(path)
     if nbytes + (64 << 20) > free:
         raise UserError(f"the data cache needs {nbytes / 1e9:.2f} GB in {path.parent}, which has "
                         f"{free / 1e9:.2f} GB free: set DEEPSKEPTIC_CACHE to a folder on a larger disk")
@@ -97,20 +101,84 @@ def build_array(path: Path, key: str, shape: tuple[int, ...], fill: Callable[[st
         with os.fdopen(fd, "wb") as f:
             f.truncate(DATA_OFFSET + nbytes)  # sparse until written
         extra = fill(tmp)
-        description = {"format": FORMAT, "key": key, "dtype": dtype, "shape": list(shape), **extra}
-        blob = json.dumps(description, ensure_ascii=False).encode("utf-8")
-        with open(tmp, "r+b") as f:
-            f.seek(DATA_OFFSET + nbytes)
-            f.write(blob)
-            f.seek(0)
-            f.write(PREAMBLE.pack(MAGIC, DATA_OFFSET + nbytes, len(blob)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        _seal(tmp, path, key, dtype, shape, extra)
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _raise_disk_fault(exc, path)
         raise
-    opened = open_array(path, key)
+    return _reopen_built(path, key, copy_on_write)
+
+
+def build_appended(path: Path, key: str, row_shape: tuple[int, ...], produce: Callable[[Callable], dict[str, Any]],
+                   dtype: str = "float32", *, copy_on_write: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Make the cache ``path`` of rows shaped ``row_shape`` whose number is known only at the end:
+    ``produce(append)`` calls ``append(rows)`` with (k, *row_shape) arrays in order (each is
+    written out at once: nothing is kept in memory) and returns what the description adds. Then
+    as ``build_array``: description, sync, rename; returns ``open_array``'s."""
+    _cache_folder(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    rows = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.truncate(DATA_OFFSET)
+            f.seek(DATA_OFFSET)
+
+            def append(block: np.ndarray) -> None:
+                nonlocal rows
+                block = np.ascontiguousarray(block, dtype=dtype)
+                if block.shape[1:] != tuple(row_shape):
+                    raise ValueError(f"rows shaped {block.shape[1:]}, not {tuple(row_shape)}")
+                f.write(block.data)
+                rows += len(block)
+
+            extra = produce(append)
+        _seal(tmp, path, key, dtype, (rows, *row_shape), extra)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        _raise_disk_fault(exc, path)
+        raise
+    return _reopen_built(path, key, copy_on_write)
+
+
+def _cache_folder(path: Path) -> int:
+    """Make the folder of the cache file ``path``; the bytes free there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(path.parent).free
+    except OSError as exc:
+        raise UserError(f"cannot write the data cache in {path.parent} ({exc.strerror or exc}): set "
+                        "DEEPSKEPTIC_CACHE to a writable folder") from None
+
+
+def _raise_disk_fault(exc: BaseException, path: Path) -> None:
+    """A full disk (or quota, or a read-only file system) while a cache is built: one line that
+    says what to do. Other faults pass (a source file's own faults are the reader's to name)."""
+    import errno
+    if (isinstance(exc, OSError) and not isinstance(exc, UserError)
+            and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)):
+        raise UserError(f"cannot write the data cache {path} ({exc.strerror or exc}): free some space "
+                        f"there or set DEEPSKEPTIC_CACHE to another folder") from None
+
+
+def _seal(tmp: str, path: Path, key: str, dtype: str, shape: tuple[int, ...], extra: dict[str, Any]) -> None:
+    """Append the description to the temporary file ``tmp``, write the preamble, sync, rename it
+    to ``path`` (the one step that makes the cache appear, whole)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    description = {"format": FORMAT, "key": key, "dtype": dtype, "shape": list(shape), **extra}
+    blob = json.dumps(description, ensure_ascii=False).encode("utf-8")
+    with open(tmp, "r+b") as f:
+        f.seek(DATA_OFFSET + nbytes)
+        f.write(blob)
+        f.truncate()
+        f.seek(0)
+        f.write(PREAMBLE.pack(MAGIC, DATA_OFFSET + nbytes, len(blob)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _reopen_built(path: Path, key: str, copy_on_write: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    opened = open_array(path, key, copy_on_write=copy_on_write)
     if opened is None:  # pragma: no cover - only if another process replaced it with other files' cache
         raise UserError(f"the data cache {path} changed while it was written: run the command again")
     return opened
@@ -124,38 +192,60 @@ def writable_map(tmp: str, shape: tuple[int, ...], dtype: str = "uint8") -> np.n
 # ------------------------------------------------------------------ filling it over the CPU cores
 
 def pool_workers(items: int, min_items: int) -> int:
-    """Processes worth starting for ``items``: one per core this process may run on (its affinity
-    mask); 1 below ``min_items`` (a pool costs a second to start)."""
-    if items < min_items:
-        return 1
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """Processes worth starting for ``items``: one per core this process may use
+    (``threads.usable_cores``); 1 below ``min_items`` (a pool costs a second to start)."""
+    from deepskeptic.threads import usable_cores
+    return 1 if items < min_items else usable_cores()
+
+
+def progress_bar(total: int, desc: str, unit: str, show: bool = True, **options):
+    """The progress bar of cache builds: on stderr, shown only on a terminal (and ``show``), gone
+    when done."""
+    import sys
+
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
+                disable=None if show else True, mininterval=0.5, **options)
 
 
 def map_chunks(fn: Callable[..., Any], tasks: list[tuple], sizes: list[int], *, workers: int, desc: str,
                unit: str) -> list[Any]:
     """``[fn(*t) for t in tasks]``, in ``workers`` processes when more than one (``fn`` must then be
     importable by name), with a progress bar on stderr counting ``sizes`` per task."""
-    import concurrent.futures as cf
-    import sys
+    return list(imap_chunks(fn, tasks, sizes, workers=workers, desc=desc, unit=unit))
 
-    from tqdm import tqdm
-    with tqdm(total=sum(sizes), desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
-              disable=None, mininterval=0.5) as bar:
+
+def imap_chunks(fn: Callable[..., Any], tasks: list[tuple], sizes: list[int], *, workers: int, desc: str,
+                unit: str, window: int | None = None, show: bool = True) -> Iterator[Any]:
+    """``map_chunks`` as a generator: each result in task order as soon as it and those before it
+    are done. At most ``window`` tasks (default: 4 per worker) are submitted ahead of the one
+    being waited for, so results that the caller writes away never pile up in memory."""
+    import concurrent.futures as cf
+    from collections import deque
+
+    with progress_bar(sum(sizes), desc, unit, show) as bar:
         if workers <= 1:
-            out = []
             for t, n in zip(tasks, sizes):
-                out.append(fn(*t))
+                result = fn(*t)
                 bar.update(n)
-            return out
+                yield result
+            return
+        ahead = window or 4 * workers
         with cf.ProcessPoolExecutor(workers, mp_context=_decoder_context()) as pool:
-            futures = [pool.submit(fn, *t) for t in tasks]
-            for future, n in zip(futures, sizes):  # in order: results stay in task order
-                future.result()
+            pending: deque = deque()
+            queued = iter(zip(tasks, sizes))
+            for t, n in queued:
+                pending.append((pool.submit(fn, *t), n))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                future, n = pending.popleft()
+                result = future.result()    # in order: results stay in task order
                 bar.update(n)
-            return [f.result() for f in futures]
+                for t, m in queued:          # keep the pool busy: one more in, one out
+                    pending.append((pool.submit(fn, *t), m))
+                    break
+                yield result
 
 
 def _decoder_context():

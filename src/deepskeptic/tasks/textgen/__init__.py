@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from deepskeptic import recipes
-from deepskeptic.data.text import Vocab, fetch_text_dataset, load_corpus, text_datasets
+from deepskeptic.data.text import fetch_text_dataset, text_datasets
 from deepskeptic.errors import UserError
 from deepskeptic.fileio import atomic_write_text
 from deepskeptic.models import registry
@@ -37,7 +37,7 @@ from deepskeptic.runs import Run
 from deepskeptic.settings import Setting
 from deepskeptic.tasks.base import ExplainOptions, GenerateOptions, PredictOptions, Task
 from deepskeptic.tasks.common import gates
-from deepskeptic.tasks.textgen import report
+from deepskeptic.tasks.textgen import data, report
 from deepskeptic.tasks.textgen.data import Prepared
 from deepskeptic.tasks.textgen.jobs import ClassicalJob, TextGenJob
 from deepskeptic.tasks.textgen.lm import LN2, flops_per_char, stream_bpc
@@ -84,13 +84,7 @@ class TextGenTask(Task):
     predictor_class = TextGenPredictor
 
     def prepare(self, settings: dict[str, Any]) -> Prepared:
-        corpus = load_corpus(str(settings["data"]), encoding=settings["encoding"],
-                             val_split=settings["val_split"], test_split=settings["test_split"])
-        for split in ("val", "test"):
-            if len(getattr(corpus, split)) < 2:
-                raise UserError(f"{corpus.name} is too short to hold out a {split} text; give a longer text")
-        vocab = Vocab.from_text(corpus.train, min_count=max(1, settings["min_char_count"]))
-        return Prepared(corpus, vocab, vocab.encode(corpus.train), vocab.encode(corpus.val), vocab.encode(corpus.test))
+        return data.prepare(settings)
 
     def shape_of(self, prepared: Prepared) -> dict[str, Any]:
         return {"vocab_size": len(prepared.vocab)}

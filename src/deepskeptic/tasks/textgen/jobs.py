@@ -48,8 +48,8 @@ class TextGenJob(Job):
         if window == 0 or self.state is None:                  # a new pass starts from a zero state
             self.state = self.model.initial_state(self.batch, self.device)
         start = window * self.seq_len
-        x = self.inputs[:, start:start + self.seq_len]             # (B, T)
-        y = self.targets[:, start:start + self.seq_len]            # (B, T)
+        x = self.inputs[:, start:start + self.seq_len].long()      # (B, T): a token file's ids are uint8/16
+        y = self.targets[:, start:start + self.seq_len].long()     # (B, T)
         with ctx.autocast():
             logits, state = self.train_model(x, self.state)        # (B, T, V)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))

@@ -33,7 +33,7 @@ def stream_bpc(model: CharLM, ids: torch.Tensor, device: torch.device, streams: 
     for x, y in pieces:
         state = model.initial_state(x.shape[0], device)
         for start in range(0, x.shape[1], chunk):
-            xb, yb = x[:, start:start + chunk].to(device), y[:, start:start + chunk].to(device)
+            xb, yb = x[:, start:start + chunk].to(device).long(), y[:, start:start + chunk].to(device).long()
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits, state = model(xb, state)
             total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.reshape(-1),
