@@ -98,3 +98,48 @@ def test_compare_returns_summary_verdicts_and_a_table(tmp_path):
     assert {"mean", "std", "params", "flops", "seconds"} <= set(table.columns)
     assert cmp.verdicts and cmp.summary["models"]["cnn"]["role"] == "deep"
     assert cmp.run("cnn", 1).metrics["seed"] == 1
+
+
+def test_compare_jobs_2_equals_jobs_1(tmp_path, capsys):
+    """``compare(..., jobs=2)`` trains the runs in two local processes (``compare --jobs 2``) and gives
+    the numbers of the sequential comparison: each run trains on one thread either way."""
+    from conftest import without_time
+    kwargs = dict(data="digits", models=["mlp"], seeds=2, epochs=1, limit=200, threads=1, progress=False)
+    one = deepskeptic.compare("image", out=tmp_path / "jobs1", **kwargs)
+    two = deepskeptic.compare("image", out=tmp_path / "jobs2", jobs=2, **kwargs)
+    assert "2 run(s) in 2 processes" in capsys.readouterr().out
+    for seed in (0, 1):
+        a, b = one.run("mlp", seed), two.run("mlp", seed)
+        assert without_time(a.metrics) == without_time(b.metrics)
+        assert [without_time(h) for h in a.history] == [without_time(h) for h in b.history]
+    assert one.table()[["mean", "std", "params"]].equals(two.table()[["mean", "std", "params"]])
+    assert one.verdicts == two.verdicts
+
+
+def test_compare_bad_jobs_and_ray_are_user_errors(tmp_path):
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(deepskeptic.UserError, match="jobs must be a whole number"):
+            deepskeptic.compare("image", data="digits", models=["logreg"], jobs=bad, out=tmp_path / "x")
+    with pytest.raises(deepskeptic.UserError, match="ray must be the address"):
+        deepskeptic.compare("image", data="digits", models=["logreg"], ray=6379, out=tmp_path / "x")
+    with pytest.raises(deepskeptic.UserError, match="cannot be combined"):
+        deepskeptic.compare("image", data="digits", models=["logreg"], jobs=2, ray="auto", out=tmp_path / "x")
+    with pytest.raises(deepskeptic.UserError, match="did you mean 'jobs'"):
+        deepskeptic.compare("image", data="digits", models=["logreg"], job=2, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_textgen_corpus_in_a_string_equals_the_same_corpus_from_a_file(tmp_path):
+    from conftest import without_time
+    corpus = "\n".join(f"line {i % 7}: the cat sat on the mat" for i in range(120)) + "\n"
+    (tmp_path / "corpus.txt").write_text(corpus)
+    tiny = dict(model="lstm", hidden=8, embed=8, seq_len=16, batch_size=4, epochs=1, threads=1, progress=False)
+    in_memory = deepskeptic.train("textgen", data=corpus, out=tmp_path / "memory", **tiny)
+    from_file = deepskeptic.train("textgen", data=tmp_path / "corpus.txt", out=tmp_path / "file", **tiny)
+    def numbers(run):            # without what measures time or names the data's folder
+        return {k: v for k, v in without_time(run.metrics).items() if k != "data" and not k.endswith("per_second")}
+    assert numbers(in_memory) == numbers(from_file) and "test_bpc" in numbers(in_memory)
+    gates = in_memory.explain("the cat", cells=[0, 1])                 # gates per character
+    assert gates["cells"] == [0, 1] and gates["forget"].shape == (7, 2)
+    with pytest.raises(deepskeptic.UserError):                         # one line, no break: a name or path
+        deepskeptic.train("textgen", data="no-such-corpus", out=tmp_path / "x", **tiny)

@@ -140,13 +140,17 @@ def test_each_series_is_scaled_by_its_own_training_span(tmp_path):
 
 # ------------------------------------------------------------------ training and evaluating
 
-def test_global_network_never_looks_past_an_origin_in_any_series(tmp_path, small):
+@pytest.mark.parametrize("embedding", [0, 2])
+def test_global_network_never_looks_past_an_origin_in_any_series(tmp_path, small, embedding):
     """Origins are months 67, 68, 69 of every series (c's 55, 56, 57); changing series b from month
-    68 on must leave every series' forecasts made at 67 and 68 unchanged."""
+    68 on must leave every series' forecasts made at 67 and 68 unchanged (with a series embedding
+    too: its vectors learn from the training windows only)."""
+    config = tmp_path / "config.toml"
+    config.write_text(small.read_text() + f"series_embedding = {embedding}\n")
     forecasts = []
     for name, change in (("same", None), ("changed", {"b": (68, 500.0)})):
         data = write_long(tmp_path / f"{name}.csv", changed=change)
-        metrics = train(data, "mlp", tmp_path / name, "--config", small)
+        metrics = train(data, "mlp", tmp_path / name, "--config", config)
         bt = json.loads((tmp_path / name / "backtest.json").read_text())
         assert bt["names"] == ["a", "b", "c"] and metrics["series"] == 3
         assert [r["origin_labels"] for r in bt["series"]] == [["2005-08", "2005-09", "2005-10"]] * 3
@@ -185,10 +189,19 @@ def test_compare_on_a_panel_end_to_end(capsys, tmp_path):
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["models"]["mlp"]["runs"]) == 2 and summary["verdicts"][0].startswith("mlp")
+    for model, s in summary["models"].items():          # M4's yardsticks next to MASE, over the seeds
+        runs = [json.loads((Path(r) / "metrics.json").read_text()) for r in s["runs"]]
+        for key in ("test_smape", "test_owa"):
+            assert s[f"{key}_values"] == [m[key] for m in runs]
+            assert s[f"{key}_mean"] == pytest.approx(np.mean([m[key] for m in runs]))
+    assert summary["models"]["naive2"]["test_owa_mean"] == pytest.approx(1)      # Naive2 against itself
+    assert summary["models"]["mlp"]["test_owa_std"] == pytest.approx(np.std(summary["models"]["mlp"]["test_owa_values"],
+                                                                            ddof=1))
     html = (out / "report.html").read_text()
     assert "Per series: the networks against" in html and "OWA" in html
+    assert "Verdicts by OWA and sMAPE" in html and "mlp against naive2 (the best statistical baseline): OWA" in html \
+        or "mlp against seasonal-naive (the best statistical baseline): OWA" in html
     assert "Per series" in (out / "mlp-seed0" / "report.html").read_text()
-    user_error(capsys, "predict", out / "mlp-seed0", match="panel .* predict, evaluate, explain and export")
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -139,6 +139,7 @@ def test_health_models_comparisons_reports_and_page(image_cmp, text_run):
         assert cnn["classes"] == [str(d) for d in range(10)] and cnn["commands"] == ["predict", "explain"]
         assert cnn["input"]["image_size"] == 8 and 0 < cnn["metrics"]["test_accuracy"] <= 1
         assert models["text-lstm"]["classes"] == ["food", "sport"]
+        assert models["text-lstm"]["gates"] is True and "gates" not in cnn     # the page draws an LSTM's gates
         cmp = c.get("/v1/comparisons").json()["comparisons"][0]
         assert cmp["metric"] == "test_accuracy" and cmp["runs"] == ["logreg-seed0", "cnn-seed0"]
         assert cmp["verdicts"] and set(cmp["models"]) == {"logreg", "cnn"}
@@ -598,8 +599,15 @@ def test_forecast_predict_equals_cli_and_explain(forecast_run, capsys):
         neither = c.post("/v1/models/forecast-lstm/predict", json={})
         gates = c.post("/v1/models/forecast-lstm/explain", json={"cells": [0, 1]}).json()
     assert by_csv["results"] == expected and upload["results"] == expected
+    history = upload["history"]                                 # the series the forecast starts after, as read
+    assert history["target"] == "sales" and history["points"] == len(values) == len(history["values"])
+    assert history["values"] == pytest.approx(values) and history["time"][0] == "2000-01"
+    assert history["time"][-1] == "2005-12" and expected[0]["time"] == "2006-01"
+    assert by_list["history"]["values"] == pytest.approx(values)
     assert [r["forecast"] for r in by_list["results"]] == pytest.approx([r["forecast"] for r in expected], rel=1e-6)
     json.loads(with_gap.text)                                   # a gap: a forecast or an error, valid JSON either way
     assert with_gap.status_code in (200, 422)
     assert neither.status_code == 422 and "give the history to forecast from" in neither.json()["error"]
     assert gates["units"] == [0, 1] and len(gates["window"]) == 12 and len(gates["forecast"]) == 3
+    for name in ("forget", "input", "candidate", "output", "cell", "hidden"):   # what the page draws
+        assert np.asarray(gates[name]).shape == (12, 2), name

@@ -35,7 +35,7 @@ from deepskeptic.tasks import TASKS, get_task
 from deepskeptic.tasks.base import Task
 from deepskeptic.training import resolve_settings, resume_run, train as train_run
 
-__all__ = ["train", "compare", "load", "Run", "Comparison", "UserError"]
+__all__ = ["train", "compare", "load", "resume", "Run", "Comparison", "UserError"]
 
 
 # ------------------------------------------------------------------ settings by keyword
@@ -52,14 +52,16 @@ def _valid_keywords(task: Task) -> set[str]:
     return set(settings_mod.COMMON_DEFAULTS) | set(task.task_defaults) | set(task.renamed_settings) | {"config"}
 
 
-def _flags(task: Task, settings: dict[str, Any], *, drop: Iterable[str] = ()) -> tuple[dict[str, Any], str | None]:
+def _flags(task: Task, settings: dict[str, Any], *, drop: Iterable[str] = (),
+           also: Iterable[str] = ()) -> tuple[dict[str, Any], str | None]:
     """Keyword settings -> (the flags dict the CLI would build, the config file); unknown names are
-    errors that suggest the closest valid one, and each value is checked against its setting's
+    errors that suggest the closest valid one (``also``: the caller's own keywords, such as
+    compare's ``jobs``, suggested too), and each value is checked against its setting's
     declaration (kind, finiteness, range) as a flag is: 'keyword lr must be a positive number'."""
     valid = _valid_keywords(task) - set(drop)
     for key in settings:
         if key not in valid:
-            raise unknown_name(f"setting for task '{task.name}'", key, valid)
+            raise unknown_name(f"setting for task '{task.name}'", key, valid | set(also))
     declarations = task.declarations()
     for old, new in task.renamed_settings.items():     # an old keyword is checked as its new name is
         if new in declarations:
@@ -82,7 +84,7 @@ def _cache_root() -> Path:
 def _materialise(task: Task, data: Any) -> str:
     """A data set name or path for ``data``: names and paths pass through; in-memory data is written
     once (keyed by its content) into the data cache in the format the task's loader reads."""
-    if isinstance(data, (str, os.PathLike)):
+    if isinstance(data, os.PathLike) or (isinstance(data, str) and not _is_corpus(task, data)):
         return str(data)
     writer = _WRITERS.get(task.name)
     if writer is None:
@@ -109,6 +111,15 @@ def _materialise(task: Task, data: Any) -> str:
                 raise
         shutil.rmtree(tmp, ignore_errors=True)
     return str(final)
+
+
+PATH_MAX = 4096   # longer strings cannot be a path on Linux
+
+
+def _is_corpus(task: Task, data: str) -> bool:
+    """For textgen a string with a line break (or longer than a path can be) is the corpus itself;
+    any other string names a data set or a path. A one-line corpus goes in a list: [text]."""
+    return task.name == "textgen" and ("\n" in data or len(data) > PATH_MAX)
 
 
 def _labels(labels: Any, n: int, what: str) -> list[str]:
@@ -318,13 +329,40 @@ class Run:
         """CycleGAN translations of uint8 images."""
         return self._command("translate")(images, direction=direction)
 
-    def explain(self, inputs: Any = None, **options) -> Any:
-        return self._command("explain")(inputs, **options)
+    def explain(self, inputs: Any = None, cells: Iterable[int] | None = None, **options) -> Any:
+        """What `deepskeptic explain` computes, as values. Text and textgen LSTMs: the last layer's
+        unit output ``hidden`` and its ``forget``, ``input`` and ``output`` gates per character of
+        ``inputs`` (a string): arrays (T, units), with ``text``, ``cells`` and ``layer``. Forecast
+        LSTMs (the task's predictor): every gate and the cell state over the last window of the run's
+        series, (lookback, units). ``cells``: the units to show (default: the most active ones)."""
+        if "explain" not in self.task.commands:
+            return self._command("explain")               # the error naming what the run has
+        own = getattr(self.predictor, "explain", None)
+        if own is not None:
+            return own(inputs, **({"cells": _cells(cells)} if cells is not None else {}), **options)
+        if self.task.name not in ("text", "textgen"):
+            return self._command("explain")               # only on the command line
+        from deepskeptic.tasks.common import gates
+        if not isinstance(inputs, str) or not inputs:
+            raise UserError("explain of a text LSTM takes the text to explain, a non-empty string")
+        if options:
+            raise unknown_name("explain option", next(iter(options)), ["cells"])
+        reader = self.predictor.reader if self.task.name == "text" else self.predictor.vocab
+        return gates.record(self.predictor.model, reader, inputs[:gates.MAX_CHARS], _cells(cells))
 
     def export(self, format: str = "onnx", out: str | os.PathLike | None = None) -> dict[str, Any]:
         """Export the run's network(s) (see deepskeptic.export); returns the sidecar's contents."""
         from deepskeptic.export import export_run
         return export_run(self.task, self.folder, format=format, out=out)
+
+
+def _cells(cells: Any) -> list[int] | None:
+    if cells is None:
+        return None
+    cells = list(cells) if not isinstance(cells, (str, int)) else None
+    if not cells or not all(isinstance(c, int) and not isinstance(c, bool) for c in cells):
+        raise UserError("cells must be a list of unit numbers, e.g. cells=[0, 3]")
+    return cells
 
 
 class Comparison:
@@ -372,21 +410,34 @@ def resume(path: str | os.PathLike) -> Run:
 
 
 def compare(task: str | Task, data: Any = None, models: Iterable[str] | str | None = None, seeds: int = 3,
-            out: str | os.PathLike | None = None, **settings) -> Comparison:
-    """Every model on the same data, budget and seeds (``deepskeptic compare TASK ...``)."""
+            out: str | os.PathLike | None = None, jobs: int = 1, ray: str | None = None,
+            **settings) -> Comparison:
+    """Every model on the same data, budget and seeds (``deepskeptic compare TASK ...``).
+
+    ``jobs=N`` trains the (model, seed) runs in N local processes (``--jobs N``), ``ray="auto"`` or
+    an address as tasks on a Ray cluster (``--ray ADDRESS``); each run's numbers are those of the
+    sequential comparison when it trains on the same number of threads (``threads=``)."""
     task = _task(task)
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
     if not isinstance(seeds, int) or isinstance(seeds, bool):
         raise UserError(f"seeds must be a whole number, got {seeds!r}")
-    flags, config = _flags(task, {**settings, "data": None}, drop=("model", "seed"))
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise UserError(f"jobs must be a whole number of processes, at least 1, got {jobs!r}")
+    if ray is not None and (not isinstance(ray, str) or not ray.strip()):
+        raise UserError(f"ray must be the address of a Ray cluster (a string such as 'auto' or "
+                        f"'10.0.0.5:6379'), got {ray!r}")
+    if ray is not None and jobs > 1:
+        raise UserError("jobs and ray cannot be combined: Ray schedules the runs over its cluster itself")
+    flags, config = _flags(task, {**settings, "data": None}, drop=("model", "seed"),
+                           also=("models", "seeds", "jobs", "ray"))
     if data is not None:
         flags["data"] = _materialise(task, data)
     data_name = flags.get("data")
     models = list(models) if models is not None else list(task.models_for(data_name))
     out = Path(out) if out is not None else Path(
         f"runs/compare-{task.name}-{Path(str(data_name)).name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = run_comparison(task, flags, config, models, seeds, out)
+    summary = run_comparison(task, flags, config, models, seeds, out, jobs=jobs, ray=ray)
     return Comparison(out, summary)
 
 

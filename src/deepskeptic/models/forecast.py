@@ -56,7 +56,16 @@ class WindowForecaster(nn.Module):
         self.smoothing = float(cfg.smoothing)
         if cfg.members < 1:  # its kind (a whole number) the registry checks
             raise UserError(f"members must be a positive whole number, got {cfg.members!r}")
+        if cfg.series_embedding < 0 or cfg.series_count < 0:
+            raise UserError(f"series_embedding must be a whole number >= 0 (0: none), got {cfg.series_embedding!r}")
+        if cfg.series_embedding and not cfg.series_count:
+            raise UserError("series_embedding gives each series of a panel its own learned vector; this data is one "
+                            "series: drop series_embedding from [model]")
         self.members = nn.ModuleList(make_core(k) for k in range(cfg.members))
+        # a learned vector per series of a panel, one table per member (each core its own), seen at
+        # every step of the window next to the values (DeepAR's static series features)
+        self.embeddings = nn.ModuleList(nn.Embedding(cfg.series_count, cfg.series_embedding)
+                                        for _ in range(cfg.members)) if cfg.series_embedding else None
 
     def core_input(self, x: Tensor) -> Tensor:
         """What each core sees: (B, L, F) -> (B, L, F'), with level_relative the target relative to
@@ -72,12 +81,24 @@ class WindowForecaster(nn.Module):
             extra.append(torch.diff(x[..., :1], dim=1, prepend=x[:, :1, :1]))
         return torch.cat([target, *extra, x[..., 1:]], dim=-1)
 
-    def member_forecasts(self, x: Tensor) -> Tensor:
-        """(B, L, F) -> (K, B, H): each member's forecast, anchored."""
+    def member_input(self, k: int, inputs: Tensor, series: Tensor | None) -> Tensor:
+        """What member k sees: core_input's (B, L, F') and, with a series embedding, its vector of
+        each window's series (``series`` (B,) their positions in the panel) at every step:
+        (B, L, F' + E)."""
+        if self.embeddings is None:
+            return inputs
+        if series is None:
+            raise ValueError("this network has a series embedding: give each window's series")
+        vectors = self.embeddings[k](series)                                    # (B, E)
+        return torch.cat([inputs, vectors[:, None, :].expand(-1, inputs.shape[1], -1).to(inputs)], dim=-1)
+
+    def member_forecasts(self, x: Tensor, series: Tensor | None = None) -> Tensor:
+        """(B, L, F) -> (K, B, H): each member's forecast, anchored; ``series`` (B,) the windows'
+        series (used by a series embedding only)."""
         inputs = self.core_input(x)
         steps = x.shape[1]
-        y = torch.stack([core(inputs[:, steps - member_span(k, steps):])       # (B, span_k, F') -> (B, H)
-                         for k, core in enumerate(self.members)])              # (K, B, H)
+        y = torch.stack([core(self.member_input(k, inputs, series)[:, steps - member_span(k, steps):])
+                         for k, core in enumerate(self.members)])              # (B, span_k, F'+E) -> (K, B, H)
         return y + self.anchor(x) if self.level_relative else y
 
     def anchor(self, x: Tensor) -> Tensor:
@@ -88,8 +109,8 @@ class WindowForecaster(nn.Module):
         the training windows (tasks/forecast.fit_anchor)."""
         return anchor_forecast(x[..., 0], self.season, self.smoothing, self.horizon)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.member_forecasts(x)                                           # (K, B, H)
+    def forward(self, x: Tensor, series: Tensor | None = None) -> Tensor:
+        y = self.member_forecasts(x, series)                                   # (K, B, H)
         return y[0] if len(y) == 1 else y.quantile(0.5, dim=0)                 # (B, H); the mean of the middle two for even K
 
 
@@ -135,8 +156,9 @@ def zero_init(layer: nn.Linear) -> nn.Linear:
 
 def _width(cfg) -> int:
     """Channels per time step the core sees: the features, plus the absolute level if kept and the
-    changes if asked for (both only with level_relative)."""
-    return cfg.input_size + int(cfg.level_relative) * (int(cfg.keep_level) + int(cfg.changes))
+    changes if asked for (both only with level_relative), plus the series embedding's."""
+    return (cfg.input_size + int(cfg.level_relative) * (int(cfg.keep_level) + int(cfg.changes))
+            + max(0, cfg.series_embedding))
 
 
 class RecurrentCore(nn.Module):
@@ -170,6 +192,11 @@ class RNNConfig:
                                  # of the window, even ones all of it (see member_span). The forecast task uses 2 on
                                  # series of over 1,000 training windows (unless given): seeds vary little there and
                                  # a member costs the most (forecast.LONG_SERIES_WINDOWS)
+    series_embedding: int = 0    # on a panel: a learned vector of this many numbers per series, seen at every
+                                 # step (0: none, the default: one set of weights for every series, which
+                                 # forecasts any series the same way; an embedding adds count x E parameters
+                                 # per member that short panels can overfit, see the forecast task's README)
+    series_count: int = 0        # series of the panel (the forecast task sets it from the data)
 
 
 @register("forecast", "rnn", RNNConfig, role="baseline", reads="windows",
@@ -194,6 +221,8 @@ class LSTMConfig:
     keep_level: bool = False
     changes: bool = True
     members: int = 8
+    series_embedding: int = 0
+    series_count: int = 0
 
 
 @register("forecast", "lstm", LSTMConfig, role="deep", reads="windows",
@@ -230,6 +259,8 @@ class MLPConfig:
     keep_level: bool = False
     changes: bool = True
     members: int = 8
+    series_embedding: int = 0
+    series_count: int = 0
 
 
 @register("forecast", "mlp", MLPConfig, role="baseline", reads="windows",

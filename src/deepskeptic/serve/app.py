@@ -183,8 +183,8 @@ def create_app(paths: list[str | Path] | None = None, options: ServeOptions | No
         if "predict" not in m.commands:
             raise Problem(404, f"{m.task.name} runs have no predict; {m.name} has: {', '.join(m.commands)}")
         body = await inputs.read_body(request, options.bounds)
-        results = await run_predict(m, body, options.bounds)
-        return json_response({"model": m.name, "task": m.task.name, "results": results})
+        results, extra = await run_predict(m, body, options.bounds)
+        return json_response({"model": m.name, "task": m.task.name, "results": results, **extra})
 
     # --- the page
     @app.get("/")
@@ -232,8 +232,20 @@ def _batch_function(m: Served):
     return call
 
 
-async def run_predict(m: Served, body: inputs.Body, bounds: Bounds) -> list[Any]:
-    """What `deepskeptic predict --json` prints for the inputs in ``body``."""
+HISTORY_POINTS = 1_000   # points of a forecast's history sent back with it: what a chart can show
+
+
+def forecast_history(series) -> dict[str, Any]:
+    """The end of the series a forecast was made from, as the run's reader read it (its last
+    HISTORY_POINTS points): the page draws it before the forecast."""
+    n = min(len(series), HISTORY_POINTS)
+    return {"target": series.target, "points": len(series), "time": series.time_labels(len(series) - n),
+            "values": series.values[len(series) - n:]}
+
+
+async def run_predict(m: Served, body: inputs.Body, bounds: Bounds) -> tuple[list[Any], dict[str, Any]]:
+    """(What `deepskeptic predict --json` prints for the inputs in ``body``, what goes beside it in
+    the response: for a forecast, the history it was made from)."""
     import asyncio
     task, predictor = m.task.name, m.predictor
     loop = asyncio.get_running_loop()
@@ -247,9 +259,14 @@ async def run_predict(m: Served, body: inputs.Body, bounds: Bounds) -> list[Any]
     elif task == "forecast":
         kind, value = inputs.forecast_input(body, bounds)
         if kind == "values":
-            return await loop.run_in_executor(m.executor, predictor.predict, value)
-        return await loop.run_in_executor(
-            m.executor, inputs.with_csv_file, value, lambda path: predictor.predict(predictor.read([path])[0]))
+            def from_values():
+                return predictor.predict(value), {"history": forecast_history(predictor.series(value))}
+            return await loop.run_in_executor(m.executor, from_values)
+
+        def from_csv(path: str):
+            series = predictor.read([path])[0]
+            return predictor.predict(series), {"history": forecast_history(series)}
+        return await loop.run_in_executor(m.executor, inputs.with_csv_file, value, from_csv)
     else:
         raise Problem(501, f"predict for {task} runs is not served yet; use 'deepskeptic predict'")
-    return await m.batcher.submit(items, key)
+    return await m.batcher.submit(items, key), {}

@@ -31,6 +31,19 @@ INPUTS = {
 }
 
 
+GATES_TASKS = ("text", "textgen", "forecast")   # their explain gives an LSTM's gates over time
+
+
+def has_lstm(predictor) -> bool:
+    """Whether the predictor's network is (or, for an ensemble, starts with) an LSTM with an ``rnn``
+    the gates can be read from (tasks/common/gates.py, tasks/forecast/explain.py)."""
+    import torch
+    model = getattr(predictor, "model", None)
+    members = getattr(model, "members", None)
+    first = members[0] if isinstance(members, torch.nn.ModuleList) and len(members) else model
+    return isinstance(getattr(first, "rnn", None), torch.nn.LSTM)
+
+
 @dataclass
 class Served:
     """One served run: its name in the URLs, the loaded run, its comparison (if any)."""
@@ -63,6 +76,8 @@ class Served:
             "report": f"/v1/models/{self.name}/report" if self.run.report_path.is_file() else None,
         }
         predictor = self.predictor
+        if "explain" in self.commands and self.task.name in GATES_TASKS:
+            out["gates"] = has_lstm(predictor)       # explain draws the LSTM's gates (the page shows them)
         if self.task.name in ("image", "text"):
             out["classes"] = list(info.get("classes", []))
         if self.task.name in ("image", "cyclegan"):

@@ -239,6 +239,8 @@ def text_gates(model, vocab, text: str, cells: list[int] | None) -> dict[str, An
 
 def forecast_gates(m, cells: list[int] | None) -> dict[str, Any]:
     """The forecasting LSTM's gates over the last window of the run's series (`explain RUN`)."""
+    if hasattr(m.predictor, "explain"):                # the task's own (panel runs: the first series)
+        return m.predictor.explain(None, cells=cells)
     from deepskeptic.tasks.forecast.explain import lstm_gates
     window, forecast, gates, units, labels, layer = lstm_gates(
         m.run.folder, m.predictor.model, ",".join(map(str, cells)) if cells else None)

@@ -146,7 +146,8 @@ function lineChart(series, options = {}) {  // series: [{name, color, points: [[
       svg.append(svgEl("polygon", { points: upper.concat(lower).join(" "), fill: s.color, "fill-opacity": s.bandOpacity || 0.15 }));
     }
     const pts = s.points.filter(p => Number.isFinite(p[1])).map(p => `${X(p[0])},${Y(p[1])}`).join(" ");
-    if (pts) svg.append(svgEl("polyline", { points: pts, fill: "none", stroke: s.color, "stroke-width": 2 }));
+    if (pts) svg.append(svgEl("polyline", Object.assign({ points: pts, fill: "none", stroke: s.color, "stroke-width": 2 },
+                                                        s.cls ? { class: s.cls } : {})));
   }
   const label = (x, y, text, anchor) => { const t = svgEl("text", { x, y, "text-anchor": anchor || "start" }); t.textContent = text; svg.append(t); };
   label(2, Y(y1) + 4, fmt(y1)); label(2, Y(y0), fmt(y0));
@@ -156,6 +157,86 @@ function lineChart(series, options = {}) {  // series: [{name, color, points: [[
 
 function legend(series) {
   return el("div", { class: "legend" }, series.map(s => el("span", { style: { color: s.color } }, "— " + s.name)));
+}
+
+// ------------------------------------------------------------------ LSTM gates (heat maps)
+
+// What each recorded quantity is and the range its colours span ("cell" is unbounded: its own).
+const GATE_INFO = {
+  hidden: ["unit output h", -1, 1], forget: ["forget gate", 0, 1], input: ["input gate", 0, 1],
+  candidate: ["candidate values", -1, 1], output: ["output gate", 0, 1], cell: ["cell state c", null, null],
+};
+const GATE_ORDER = ["forget", "input", "candidate", "output", "cell", "hidden"];
+const SHOWN_CHAR = { "\n": "↵", "\t": "→", " ": "·" };
+
+// blue (low) - light grey - red (high), as the reports' coolwarm maps
+function heatColor(t) {
+  if (!Number.isFinite(t)) return "#ffffff";
+  t = Math.max(0, Math.min(1, t));
+  const [a, b, u] = t < 0.5 ? [[59, 76, 192], [221, 221, 221], t * 2] : [[221, 221, 221], [180, 4, 38], t * 2 - 1];
+  return `rgb(${a.map((v, i) => Math.round(v + (b[i] - v) * u)).join(",")})`;
+}
+
+// One heat map: a row per unit, a column per time step. values: (T, units); steps: a label per
+// column (characters or times; shown as text, never parsed); every: label every k-th column.
+function heatMap(name, values, units, steps, every) {
+  const [title, low0, high0] = GATE_INFO[name] || [name, null, null];
+  let low = low0, high = high0;
+  if (low === null) {
+    const flat = values.flat().filter(Number.isFinite);
+    const m = Math.max(1e-6, ...flat.map(Math.abs));
+    low = -m; high = m;
+  }
+  const C = 13, left = 52, top = 16, T = values.length;
+  const W = left + T * C + 4, H = top + units.length * C + 2;
+  const svg = svgEl("svg", { class: "heat", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
+                             "data-gate": name, "aria-label": `${title} over ${T} steps` });
+  const text = (x, y, content, attrs) => {
+    const t = svgEl("text", Object.assign({ x, y }, attrs || {}));
+    t.textContent = content;                                    // text, never markup
+    svg.append(t);
+  };
+  units.forEach((u, r) => text(left - 4, top + r * C + C - 3, `unit ${u}`, { "text-anchor": "end" }));
+  for (let j = 0; j < T; j++) {
+    if (j % every === 0) text(left + j * C + C / 2, top - 4, steps[j] ?? "", { "text-anchor": every > 1 ? "start" : "middle" });
+    units.forEach((u, r) => {
+      const v = values[j][r];
+      const rect = svgEl("rect", { x: left + j * C, y: top + r * C, width: C - 1, height: C - 1,
+                                   fill: heatColor(v === null ? NaN : (v - low) / (high - low)) });
+      const tip = svgEl("title", {});
+      tip.textContent = `${title}, unit ${u}, ${steps[j] ?? j}: ${v === null ? "null" : fmt(v)}`;
+      rect.append(tip);
+      svg.append(rect);
+    });
+  }
+  return el("figure", { class: "gate" }, el("div", { class: "scroll" }, svg),
+            el("figcaption", {}, `${title} (${fmt(low)} blue … ${fmt(high)} red)`));
+}
+
+// The gates an explain response gives: text/textgen {text, cells, layer, hidden, forget, ...} or
+// forecast {units, layer, time, forget, input, candidate, output, cell, hidden}.
+function gateMaps(body) {
+  const units = body.cells || body.units || [];
+  let steps, every = 1, about;
+  if (typeof body.text === "string") {
+    steps = [...body.text].map(ch => SHOWN_CHAR[ch] ?? ch);
+    about = `LSTM layer ${body.layer + 1}, units ${units.join(", ")}, per character` +
+            (body.truncated ? " (the text was cut to its first characters)" : "") +
+            (body.unknown ? `; ${body.unknown} character(s) not in the vocabulary` : "");
+  } else {
+    steps = body.time || [];
+    const longest = Math.max(1, ...steps.map(t => String(t).length));
+    every = Math.max(1, Math.ceil(steps.length / 8), Math.ceil((longest * 5.5 + 6) / 13));  // labels must not overlap
+    about = `LSTM layer ${body.layer + 1}, units ${units.join(", ")}, over the last ${steps.length} steps of ` +
+            (typeof body.series === "string" ? `the run's series ${body.series}` : "the run's series");
+  }
+  const names = GATE_ORDER.filter(k => Array.isArray(body[k]));
+  return el("div", { class: "gates" }, el("p", { class: "muted" }, about),
+            names.map(k => heatMap(k, body[k], units, steps, every)));
+}
+
+async function explainGates(m, body) {
+  return gateMaps(await postJSON(`/v1/models/${encodeURIComponent(m.name)}/explain`, body));
 }
 
 // ------------------------------------------------------------------ the try-it panels, per task
@@ -193,6 +274,10 @@ const PANELS = {
       const r = body.results[0];
       result.append(el("p", {}, "predicted: ", el("strong", { class: "predicted" }, r.top[0].class)),
                     bars(r.top.map(t => ({ label: t.class, value: t.probability }))));
+      if (m.gates) {
+        try { result.append(await explainGates(m, { text: box.value })); }
+        catch (e) { result.append(el("p", { class: "muted" }, "gates: " + e.message)); }
+      }
     })), result);
   },
 
@@ -204,6 +289,7 @@ const PANELS = {
     const length = el("input", { type: "number", min: 1, max: 5000, value: 300 });
     const seed = el("input", { type: "number", min: 0, value: 0 });
     const text = el("pre", { class: "generated result" });
+    const gates = el("div", { class: "result" });
     out.append(prime, el("div", { class: "row" }, el("label", {}, "temperature ", temperature, " ", shown),
                          el("label", {}, "length ", length), el("label", {}, "seed ", seed)),
       el("div", { class: "row" }, action("Generate", error, async () => {
@@ -217,7 +303,12 @@ const PANELS = {
           else if (kind === "text") text.textContent += data;
           else if (kind === "error") throw new ApiError(data.error);
         });
-      })), text);
+      }), m.gates ? action("Show LSTM gates", error, async () => {
+        gates.textContent = "";
+        const shown = text.textContent || prime.value;
+        if (!shown) throw new ApiError("generate a text (or type one to start from) to see the gates on it");
+        gates.append(await explainGates(m, { text: shown }));
+      }) : null), text, gates);
   },
 
   speech(m, out, error) {
@@ -237,16 +328,23 @@ const PANELS = {
   forecast(m, out, error) {
     const result = el("div", { class: "result" });
     const values = el("textarea", { rows: 2, placeholder: "numbers, oldest first (or upload a CSV like the run's data)" });
-    const show = (history, rows) => {
+    const gates = el("div", { class: "result" });
+    // body: a predict response; its history (the series as the run's reader read it) comes first
+    const show = (body, typed) => {
       result.textContent = "";
-      const n = history.length;
+      const rows = body.results, past = body.history || { values: typed || [], time: [] };
+      const history = past.values, n = history.length;
+      const first = past.time && past.time.length ? `from ${past.time[0]} ` : "";
       const series = [
-        { name: "history", color: "#5b6475", points: history.map((v, i) => [i, v]) },
+        { name: past.points > n ? `history (the last ${n} of ${past.points} points)` : "history", color: "#5b6475",
+          points: history.map((v, i) => [i, v]), cls: "history" },
         { name: "forecast (80% and 95% intervals)", color: "#2f6fdb", points: rows.map((r, i) => [n + i, r.forecast]),
           band: rows.map((r, i) => [n + i, r.lower_95, r.upper_95]), bandOpacity: 0.12 },
         { name: "", color: "#2f6fdb", points: [], band: rows.map((r, i) => [n + i, r.lower_80, r.upper_80]), bandOpacity: 0.2 },
       ];
-      result.append(lineChart(series, { xLabel: rows.length ? `to ${rows[rows.length - 1].time}` : "" }), legend(series.slice(0, 2)),
+      series[1].cls = "forecast";
+      result.append(lineChart(series, { xLabel: first + (rows.length ? `to ${rows[rows.length - 1].time}` : "") }),
+                    legend(series.slice(0, 2)),
         el("table", {}, el("tr", {}, ["time", "forecast", "80%", "95%"].map(h => el("th", {}, h))),
           rows.map(r => el("tr", {}, el("td", {}, r.time), el("td", { class: "num" }, fmt(r.forecast)),
             el("td", { class: "num" }, `${fmt(r.lower_80)} … ${fmt(r.upper_80)}`),
@@ -254,13 +352,16 @@ const PANELS = {
     };
     out.append(fileInput(".csv,text/csv", false, async files => {
       error.textContent = "";
-      try { show([], (await postFiles(`/v1/models/${encodeURIComponent(m.name)}/predict`, files)).results); }
+      try { show(await postFiles(`/v1/models/${encodeURIComponent(m.name)}/predict`, files)); }
       catch (e) { showError(error, e); }
     }), values, el("div", { class: "row" }, action("Forecast", error, async () => {
       const numbers = values.value.split(/[\s,;]+/).filter(s => s.length).map(s => (s === "null" || s === "NaN") ? null : Number(s));
       if (numbers.some(v => v !== null && !Number.isFinite(v))) throw new ApiError("give numbers separated by spaces or commas");
-      show(numbers, (await postJSON(`/v1/models/${encodeURIComponent(m.name)}/predict`, { series: numbers })).results);
-    })), result);
+      show(await postJSON(`/v1/models/${encodeURIComponent(m.name)}/predict`, { series: numbers }), numbers);
+    }), m.gates ? action("Show LSTM gates", error, async () => {
+      gates.textContent = "";
+      gates.append(await explainGates(m, {}));
+    }) : null), result, gates);
   },
 
   gan(m, out, error) {

@@ -37,7 +37,7 @@ from deepskeptic.tasks.base import ExplainOptions, PredictOptions, Task
 from deepskeptic.tasks.forecast.backtest import evaluate_backtest, write_backtest
 from deepskeptic.tasks.forecast.baselines import forecast
 from deepskeptic.tasks.forecast.data import PanelPrepared, Prepared, data_seasons, fit_anchor, prepare, stationary
-from deepskeptic.tasks.forecast.explain import explain as explain_gates
+from deepskeptic.tasks.forecast.explain import explain as explain_gates, lstm_gates
 from deepskeptic.tasks.forecast.jobs import NetworkJob, StatisticalJob, network_forecasts, recurrent_flops
 from deepskeptic.tasks.forecast.panel import finish_panel, panel_data_info, panel_shape
 from deepskeptic.tasks.forecast.predict import ForecastPredictor, load_model
@@ -98,6 +98,9 @@ class ForecastTask(Task):
                                       "backtest origins (1; 0: one per CPU core)", low=0),
     )
     commands = frozenset({"explain"})
+    distributed = False
+    distributed_instead = ("its networks are small and one process trains them fastest; run several "
+                           "models or seeds at once with 'deepskeptic compare forecast ... --jobs N'")
     predictor_class = ForecastPredictor
 
     # --- data
@@ -127,7 +130,8 @@ class ForecastTask(Task):
         network the anchor and keep_level fitted on the data, unless the settings give them."""
         fields = {f.name for f in dataclasses.fields(registry.spec(self.name, model).config_cls)}
         values = {"input_size": shape.get("features"), "horizon": shape.get("horizon"),
-                  "lookback": shape.get("lookback"), "season": shape.get("season")}
+                  "lookback": shape.get("lookback"), "season": shape.get("season"),
+                  "series_count": shape.get("series_count")}   # a panel's (a series embedding's rows)
         values = {k: v for k, v in values.items() if v is not None}
         if "members" in fields and "members" not in model_config and \
                 shape.get("train_windows", 0) > LONG_SERIES_WINDOWS:
@@ -249,6 +253,11 @@ class ForecastTask(Task):
 
     def explain(self, run: Run, options: ExplainOptions) -> int:
         return explain_gates(run, load_model(run, torch.device("cpu")), options)
+
+    @staticmethod
+    def lstm_gates(run: Run, model: nn.Module, cells: str | None, series: str | None = None):
+        """explain.lstm_gates, for the predictor (which explain.py imports)."""
+        return lstm_gates(run, model, cells, series)
 
     def datasets(self) -> list[dict[str, Any]]:
         from deepskeptic.data.panel import panel_datasets

@@ -22,6 +22,12 @@ def evaluate_backtest(p: Prepared, origins: np.ndarray, forecasts: np.ndarray) -
     ``origins``; and M4's test_owa, against Naive2 forecasts made at the same origins (whose
     sMAPE and MASE are test_naive2_smape and test_naive2_mase)."""
     values = p.series.values
+    finite = np.isfinite(forecasts).all(axis=1)
+    if not finite.all():   # a run whose forecasts are inf or NaN must not end with metrics that look done
+        k = int(np.argmin(finite))
+        raise UserError(f"the forecast made at {p.series.time_labels(int(origins[k]), int(origins[k]) + 1)[0]} for "
+                        f"series {p.series.name} is not a finite number: the model diverged or the series is too "
+                        f"extreme for it; rescale the series, or lower --lr for a network")
     actual = np.stack([values[o:o + p.horizon] for o in origins])
     scales = backtest_scales(values, origins, p.season)
     metrics = accuracy(actual, forecasts, scales)

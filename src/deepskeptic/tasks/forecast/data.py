@@ -19,6 +19,11 @@ from deepskeptic.tasks.forecast.eval import Split
 
 MIN_TRAIN_WINDOWS = 4   # fewer training windows than this cannot teach a network anything
 DEFAULT_ORIGINS = 12    # backtest origins when --origins is not given
+# The largest |value| a series may hold: the squares of values, deviations and errors (the scaler's
+# variance, RMSE, the baselines' sums of squares) must stay finite in float64 (up to 1.8e308) even
+# summed over a million points: (1e150)^2 * 1e6 = 1e306. Past it a run would end in inf or NaN
+# metrics (1e200) or a failed fit (a value of 1e308, or differences that overflow).
+MAX_ABS_VALUE = 1e150
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Prepared:
     cache: dict = field(default_factory=dict)
     seasons: tuple[int, ...] = ()   # every cycle mstl tries (() -> (season,)); the frequency's, or --season alone
     season_reason: str = ""         # why the season is what it is, in words (the reports say it)
+    series_index: int | None = None  # of a panel's series: its position in the panel (a series embedding's row)
 
     def features(self) -> np.ndarray:
         """(N, F) target then covariates, unscaled."""
@@ -59,6 +65,7 @@ def prepare(settings: dict[str, Any]) -> Prepared:
     series = load_series(str(settings["data"]), target=settings.get("target"), time_col=settings.get("time_col"),
                          freq=settings.get("freq"), fill=settings.get("fill"),
                          covariates=settings.get("covariates", "all"))
+    check_magnitude(series)
     horizon = settings.get("horizon") or series.horizon
     season = settings.get("season") or series.season
     split = plan(len(series), horizon, season, settings.get("origins") or DEFAULT_ORIGINS, settings.get("lookback"),
@@ -85,6 +92,8 @@ class PanelPrepared:
     cache: dict = field(default_factory=dict)
     seasons: tuple[int, ...] = ()
     season_reason: str = ""
+    layout: str = "long"            # how the panel was given: long, wide or builtin (predict reads the same)
+    id_col: str | None = None       # the series id column of a long file
 
     @property
     def split(self) -> Split:
@@ -104,6 +113,8 @@ def prepare_panel(settings: dict[str, Any]) -> PanelPrepared:
         raise UserError("--covariates does not apply to a panel: its series are forecast from their own past only")
     panel = load_panel(str(settings["data"]), id_col=settings.get("id_col"), target=settings.get("target"),
                        time_col=settings.get("time_col"), freq=settings.get("freq"), fill=settings.get("fill"))
+    for series in panel.series:
+        check_magnitude(series)
     horizon = settings.get("horizon") or panel.horizon
     season = settings.get("season") or panel.season
     origins = settings.get("origins") or DEFAULT_ORIGINS
@@ -112,13 +123,43 @@ def prepare_panel(settings: dict[str, Any]) -> PanelPrepared:
                  f"{shortest.name} (the shortest series of the panel {panel.name}; leave it out of the file)")
     seasons, reason = season_choice(panel, settings.get("season"))
     members = []
-    for series in panel.series:
+    for index, series in enumerate(panel.series):
         member = Split(len(series), horizon, split.lookback, origins, split.val_origins)
         train = series.values[:member.train_end, None]
         std = train.std(0)
         members.append(Prepared(series, horizon, split.lookback, season, member, train.mean(0),
-                                np.where(std > 0, std, 1.0), seasons=seasons, season_reason=reason))
-    return PanelPrepared(panel, horizon, split.lookback, season, members, seasons=seasons, season_reason=reason)
+                                np.where(std > 0, std, 1.0), seasons=seasons, season_reason=reason,
+                                series_index=index))
+    layout, id_col = panel_layout(str(settings["data"]), settings.get("id_col"))
+    return PanelPrepared(panel, horizon, split.lookback, season, members, seasons=seasons, season_reason=reason,
+                         layout=layout, id_col=id_col)
+
+
+def panel_layout(data: str, id_col: str | None) -> tuple[str, str | None]:
+    """(builtin, long or wide, the id column of a long file) of a panel data set, as load_panel
+    reads it: a long file has --id-col or Nixtla's unique_id in its header."""
+    from deepskeptic.data.panel import ID_NAMES, PANELS
+    if data in PANELS:
+        return "builtin", None
+    if id_col is not None:
+        return "long", id_col
+    try:
+        with open(data, encoding="utf-8-sig") as f:
+            header = [h.strip().strip('"') for h in f.readline().replace(";", ",").replace("\t", ",").split(",")]
+    except (OSError, UnicodeDecodeError):
+        return "wide", None
+    found = next((h for h in header if h.lower() in ID_NAMES), None)
+    return ("long", found) if found else ("wide", None)
+
+
+def check_magnitude(series: Series) -> None:
+    """UserError when a value of ``series`` is beyond MAX_ABS_VALUE (see there)."""
+    values = np.abs(np.asarray(series.values, float))
+    if len(values) and values.max() > MAX_ABS_VALUE:
+        at = int(values.argmax())
+        raise UserError(f"series {series.name} holds {series.values[at]:.3g} at {series.time_labels(at, at + 1)[0]}, "
+                        f"beyond +-{MAX_ABS_VALUE:.0e}, where squared errors overflow 64-bit floats; rescale it "
+                        f"(divide by a power of ten) or fix that value")
 
 
 def data_seasons(data: str) -> tuple[int, ...]:
@@ -189,6 +230,15 @@ def fit_anchor(prepared: Prepared) -> tuple[int, float]:
         best = min(errors.values())
         prepared.cache["anchor"] = next(key for key, error in errors.items() if error <= best * (1 + 1e-9))
     return prepared.cache["anchor"]
+
+
+def training_series(prepared) -> torch.Tensor | None:
+    """(W,) the series of each training window (as training_windows orders them), positions in the
+    panel; None for one series."""
+    if not isinstance(prepared, PanelPrepared):
+        return None
+    return torch.cat([torch.full((len(p.split.train_window_origins()),), p.series_index, dtype=torch.long)
+                      for p in prepared.members])
 
 
 def training_windows(prepared) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 INTERVAL_LEVELS = (80, 95)  # percent; the intervals predict writes
+# predict's columns: each step's time, point forecast and interval bounds
+FORECAST_COLUMNS = ["time", "forecast"] + [f"{side}_{level}" for level in INTERVAL_LEVELS for side in ("lower", "upper")]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from deepskeptic.engine import BestWeights, Job, StepContext
 from deepskeptic.models.forecast import StatisticalForecaster, member_span
 from deepskeptic.tasks.common.optim import adamw
 from deepskeptic.tasks.forecast.baselines import backtest
-from deepskeptic.tasks.forecast.data import Prepared, parts, training_windows, windows
+from deepskeptic.tasks.forecast.data import Prepared, parts, training_series, training_windows, windows
 from deepskeptic.tasks.forecast.gold import parallel_map
 from deepskeptic.tasks.forecast.eval import accuracy, backtest_scales
 from deepskeptic.threads import one_thread
@@ -33,13 +33,16 @@ MAX_STEPS_PER_EPOCH = 32
 def network_forecasts(model: nn.Module, prepared: Prepared, origins: np.ndarray, device: torch.device,
                       features: np.ndarray | None = None, members: bool = False) -> np.ndarray:
     """(K, H) forecasts in the series' units at ``origins``, each from the L values before it
-    ((M, K, H), one per ensemble member, with ``members``)."""
+    ((M, K, H), one per ensemble member, with ``members``); a panel's series with its position
+    (``prepared.series_index``), which a series embedding reads."""
     z = ((prepared.features() if features is None else features) - prepared.mean) / prepared.std
     x, _ = windows(z, origins, prepared.lookback, prepared.horizon)
+    series = None if prepared.series_index is None else \
+        torch.full((len(x),), prepared.series_index, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
     with one_thread():
-        out = (model.member_forecasts if members else model)(x.to(device)).float().cpu().numpy()
+        out = (model.member_forecasts if members else model)(x.to(device), series).float().cpu().numpy()
     model.train(was_training)  # a trained run's model stays in eval mode
     return out * prepared.std[0] + prepared.mean[0]
 
@@ -55,6 +58,8 @@ class NetworkJob(Job):
         self.modules = {"model": model}
         self.optimizers = {"main": adamw(model, settings["lr"], settings["weight_decay"])}
         self.x, self.y = (t.to(device) for t in training_windows(prepared))
+        series = training_series(prepared)                     # (W,) each window's series, of a panel
+        self.series = None if series is None else series.to(device)
         self.val_origins = self.parts[0].split.val_window_origins()   # (of a panel: the same count in each series)
         self.batch_size = settings["batch_size"]
         # each member keeps the weights of its own best validation epoch (the engine's BestWeights)
@@ -74,7 +79,8 @@ class NetworkJob(Job):
         index = index.to(self.device)
         with one_thread(), ctx.autocast():
             # each ensemble member on its own loss (the mean of K independent ones), not the median's
-            pred = self.model.member_forecasts(self.x[index])               # (K, B, H)
+            pred = self.model.member_forecasts(self.x[index], None if self.series is None else self.series[index])
+            # (K, B, H)
             loss = F.l1_loss(pred.float(), self.y[index].expand_as(pred))
             ctx.backward_step(loss, clip=1.0)  # clipping: recurrent gradients can explode on long windows
         return len(index), {"loss": loss.detach()}

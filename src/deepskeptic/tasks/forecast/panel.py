@@ -23,7 +23,8 @@ from deepskeptic.tasks.forecast.jobs import network_forecasts
 
 def panel_shape(pp: PanelPrepared) -> dict[str, Any]:
     return {"features": 1, "horizon": pp.horizon, "lookback": pp.lookback, "season": pp.season,
-            "train_windows": sum(len(p.split.train_window_origins()) for p in pp.members)}
+            "train_windows": sum(len(p.split.train_window_origins()) for p in pp.members),
+            "series_count": len(pp.members)}
 
 
 def panel_data_info(pp: PanelPrepared) -> dict[str, Any]:
@@ -31,6 +32,8 @@ def panel_data_info(pp: PanelPrepared) -> dict[str, Any]:
     panel, longest = pp.panel, max(pp.members, key=lambda p: p.split.n)
     s = longest.series
     return {"name": panel.name, "source": panel.source, "panel": True, "series": panel.names,
+            "layout": pp.layout, "id_col": pp.id_col,
+            "value_col": pp.members[0].series.target if pp.layout == "long" else None,
             "target": "each series", "covariates": [], "freq": panel.freq,
             "points": int(sum(len(p.series) for p in pp.members)), "lengths": [len(p.series) for p in pp.members],
             "start": s.time_labels(0, 1)[0], "end": s.time_labels(len(s) - 1)[0], "notes": panel.notes,

@@ -158,6 +158,16 @@ def write_panel_report(run: Run, metrics: dict[str, Any]) -> None:
                                  for h in history if "val_loss" in h]}
         report.figure(learning_curves(curves, ["loss", "mase"]), "L1 loss in scaled units; validation MASE (mean over "
                                                                  "the series)")
+    if s["model"] == "lstm":
+        try:
+            window, forecast, gates, units, labels, layer = lstm_gates(run, load_model(run, torch.device("cpu")), None)
+        except Exception:  # pragma: no cover - the report must not fail on a figure
+            window = None
+        if window is not None:
+            report.heading(f"Inside the LSTM: gates and cell state over the last window of {bt['names'][0]}")
+            report.figure(gates_figure(window, forecast, gates, units, labels, layer),
+                          "the explicit LSTM cell loaded with the trained weights ('deepskeptic explain RUN SERIES_ID' "
+                          "for another series)")
     report.heading("Settings")
     report.table(["setting", "value"], [[k, v] for k, v in s.items()])
     run.write_report(report.render())
@@ -165,9 +175,35 @@ def write_panel_report(run: Run, metrics: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ comparisons
 
+# The M4 yardsticks summary.json carries besides the primary metric (MASE): each as
+# <metric>_mean, _std (over seeds) and _values (one per run; null where undefined: OWA when Naive2 is
+# perfect at the same origins, or a run from before OWA existed)
+SUMMARY_METRICS = ("test_smape", "test_owa")
+
+
+def summary_metrics(per_model: dict[str, Any]) -> None:
+    """Add SUMMARY_METRICS' mean, std and values to each model of a comparison's summary, read
+    from its runs' metrics.json; the mean and std of the runs where the metric is defined (null
+    when it is defined in none). Keys already there (from compare itself) are left as they are."""
+    for summary in per_model.values():
+        metrics = [read_json(Path(r) / "metrics.json") for r in summary.get("runs", [])]
+        for key in SUMMARY_METRICS:
+            if f"{key}_mean" in summary:
+                continue
+            values = [m.get(key) for m in metrics]
+            defined = [float(v) for v in values if isinstance(v, (int, float)) and np.isfinite(v)]
+            summary[f"{key}_mean"] = float(np.mean(defined)) if defined else None
+            summary[f"{key}_std"] = float(np.std(defined, ddof=1)) if len(defined) > 1 else (0.0 if defined else None)
+            summary[f"{key}_values"] = values
+
+
 def verdict_pairs(task, per_model: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """Each network against the best statistical baseline (lowest mean MASE); the lstm also against
-    seasonal-naive and the other networks. Without statistical baselines: compare's default."""
+    seasonal-naive and the other networks. Without statistical baselines: compare's default.
+
+    compare calls this hook on the summary's per-model table before writing summary.json; it is
+    where that table also gets sMAPE and OWA (summary_metrics)."""
+    summary_metrics(per_model)
     metric = task.primary_metric
     statistical = [m for m in per_model if registry.spec(task.name, m).one_step]
     networks = sorted((m for m in per_model if m not in statistical),
@@ -206,6 +242,7 @@ def comparison_sections(task, report: Report, summary: dict) -> None:
         row.append(models[m]["train_seconds_mean"])
         rows.append(row)
     report.table(["model", "kind", "runs", "MASE", "sMAPE %", "OWA", "MAE", "RMSE", "train s"], rows)
+    yardstick_verdicts(task, report, summary)
     first = next(iter(loaded.values()))[0][0]
     report.paragraph("Statistical baselines do not depend on the seed and run once. MASE below 1 beats the "
                      "in-sample seasonal naive forecast's average one-step error; OWA below 1 beats M4's Naive2 "
@@ -227,6 +264,43 @@ def comparison_sections(task, report: Report, summary: dict) -> None:
                                    for m, runs in loaded.items()}))
     if all("per_series" in runs[0][0] for runs in loaded.values()):
         per_series_section(task, report, loaded)
+
+
+def yardstick_verdict(per_model: dict[str, Any], net: str, reference: str, key: str, seeds: int) -> str | None:
+    """The verdict rule of compare (a gap beyond the larger seed spread) on ``key`` (test_owa or
+    test_smape, lower is better): a clause, or None where the metric is undefined for either."""
+    a, b = per_model[net], per_model[reference]
+    if a.get(f"{key}_mean") is None or b.get(f"{key}_mean") is None:
+        return None
+    gap = b[f"{key}_mean"] - a[f"{key}_mean"]
+    spread = max(a[f"{key}_std"] or 0.0, b[f"{key}_std"] or 0.0)
+    numbers = f"{a[f'{key}_mean']:.4g} against {b[f'{key}_mean']:.4g}"
+    if seeds < 2:
+        return f"{numbers} (one seed: spread unknown)"
+    if gap > spread * (1 + 1e-9):
+        return f"{numbers}: better by more than the seed spread ({spread:.2g})"
+    if gap < -spread * (1 + 1e-4):
+        return f"{numbers}: worse by more than the seed spread ({spread:.2g})"
+    return f"{numbers}: within the seed spread ({spread:.2g})"
+
+
+def yardstick_verdicts(task, report: Report, summary: dict) -> None:
+    """The verdicts again by M4's yardsticks: each network's OWA and sMAPE against the references
+    of its MASE verdict (the best statistical baseline first)."""
+    per_model, seeds = summary["models"], summary.get("seeds", 1)
+    if not all("test_owa_mean" in m for m in per_model.values()):
+        summary_metrics(per_model)          # a summary.json written before it carried them
+    lines = []
+    for net, references in verdict_pairs(task, per_model):
+        for reference, label in references.items():
+            clauses = [f"{name} {clause}" for name, key in (("OWA", "test_owa"), ("sMAPE", "test_smape"))
+                       if (clause := yardstick_verdict(per_model, net, reference, key, seeds)) is not None]
+            if clauses:
+                lines.append(f"{net} against {label}: " + "; ".join(clauses) + ".")
+    if lines:
+        report.heading("Verdicts by OWA and sMAPE (M4's yardsticks; mean over seeds, lower is better)")
+        for line in lines:
+            report.paragraph(line)
 
 
 def per_series_section(task, report: Report, loaded: dict[str, list[tuple[dict, dict]]]) -> None:
