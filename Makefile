@@ -31,8 +31,12 @@ demo: setup
 	  --out runs/demo-digits --no-progress
 	@echo "open runs/demo-digits/report.html in a browser"
 
+# Two pytest workers (pytest-xdist), a test file each at a time: most tests run on one thread, so
+# two of them keep both cores of a small machine busy. TEST_JOBS=1 runs them one after another.
+TEST_JOBS ?= 2
+
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

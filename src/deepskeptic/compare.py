@@ -6,6 +6,7 @@ A comparison folder can be re-run: complete runs are kept, unfinished ones resum
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from pathlib import Path
@@ -127,6 +128,12 @@ def summarise(task: Task, out: Path, models: list[str], seeds: int) -> dict:
             **model_fairness(task, runs),   # starved, fair budget, speeds, load (deepskeptic.fairness)
             "runs": [str(r) for r in runs],
         }
+        for key in task.summary_metrics:    # the task's other yardsticks, over the runs where defined
+            values = [m.get(key) for m in metrics]
+            defined = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and math.isfinite(v)]
+            mean, std = _mean_std(defined) if defined else (None, None)
+            per_model[model].update({f"{key}_mean": mean, f"{key}_std": std, f"{key}_values": values})
     return {"task": task.name, "metric": metric, "higher_is_better": task.higher_is_better,
             "seeds": seeds, "models": per_model, "verdicts": verdicts(task, per_model, seeds),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

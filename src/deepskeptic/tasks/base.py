@@ -160,6 +160,7 @@ class Task:
                                                      # runs keep working (training.rename_settings)
     commands: ClassVar[frozenset[str]] = frozenset()  # which of EXTRA_COMMANDS this task has
     predictor_class: ClassVar[type[Predictor]] = Predictor
+    summary_metrics: ClassVar[tuple[str, ...]] = ()  # metrics a comparison summarises beside the primary one
     distributed: ClassVar[bool] = True     # trains under torchrun (DDP); else distributed_instead says why not
     distributed_instead: ClassVar[str] = ""
 

@@ -41,7 +41,7 @@ from deepskeptic.tasks.forecast.explain import explain as explain_gates, lstm_ga
 from deepskeptic.tasks.forecast.jobs import NetworkJob, StatisticalJob, network_forecasts, recurrent_flops
 from deepskeptic.tasks.forecast.panel import finish_panel, panel_data_info, panel_shape
 from deepskeptic.tasks.forecast.predict import ForecastPredictor, load_model
-from deepskeptic.tasks.forecast.report import comparison_sections, verdict_pairs, write_run_report
+from deepskeptic.tasks.forecast.report import SUMMARY_METRICS, comparison_sections, verdict_pairs, write_run_report
 
 # Past this many training windows the networks default to 2 ensemble members instead of 8: on long
 # series the seed spread is small (co2: ±0.002 MASE) and each member costs the most, and 4 would
@@ -98,6 +98,7 @@ class ForecastTask(Task):
                                       "backtest origins (1; 0: one per CPU core)", low=0),
     )
     commands = frozenset({"explain"})
+    summary_metrics = SUMMARY_METRICS   # M4's yardsticks (sMAPE, OWA), in summary.json beside MASE
     distributed = False
     distributed_instead = ("its networks are small and one process trains them fastest; run several "
                            "models or seeds at once with 'deepskeptic compare forecast ... --jobs N'")

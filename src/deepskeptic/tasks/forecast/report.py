@@ -203,7 +203,6 @@ def verdict_pairs(task, per_model: dict[str, Any]) -> list[tuple[str, dict[str, 
 
     compare calls this hook on the summary's per-model table before writing summary.json; it is
     where that table also gets sMAPE and OWA (summary_metrics)."""
-    summary_metrics(per_model)
     metric = task.primary_metric
     statistical = [m for m in per_model if registry.spec(task.name, m).one_step]
     networks = sorted((m for m in per_model if m not in statistical),
