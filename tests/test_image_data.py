@@ -232,3 +232,19 @@ def test_load_image_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
         load_image_files([str(tmp_path / "empty")], image_size=16, channels=1)
+
+
+def test_an_image_over_the_pixel_bound_is_never_decoded(tmp_path, monkeypatch):
+    """The bound is read from the header, before decoding: an over-large image (a decompression
+    bomb) is one line at predict time (a training folder counts it among its unreadable files)."""
+    import numpy as np
+    from PIL import Image
+    from deepskeptic.data import images
+    from deepskeptic.errors import UserError
+    monkeypatch.setattr(images, "MAX_PIXELS", 50 * 50)
+    Image.fromarray(np.zeros((60, 60), np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(UserError, match=r"big.png.*60x60 pixels is over the"):
+        images.load_image_files([str(tmp_path / "big.png")], image_size=8, channels=1)
+    x, files = images.load_image_files([str(tmp_path / "small.png")], image_size=8, channels=1)
+    assert x.shape == (1, 1, 8, 8)

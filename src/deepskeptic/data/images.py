@@ -431,12 +431,18 @@ def _reason(e: Exception) -> str:
     return msg[:120]
 
 
+MAX_PIXELS = 64 * 10**6     # an image larger than this (PIL warns from 89 Mpx) is not decoded
+
+
 def _load(path: Path, channels: int, size: int) -> np.ndarray:
     """Decode one image file to (channels, size, size) uint8 with the module's conversion rules."""
     with Image.open(path) as im:
         im.seek(0)  # first frame of GIFs / multi-page TIFFs
         if im.format == "JPEG":
             im.draft(im.mode, (size, size))  # decode big JPEGs at a reduced scale: much faster
+        if im.size[0] * im.size[1] > MAX_PIXELS:   # checked on the header, before any decoding
+            raise ValueError(f"{im.size[0]}x{im.size[1]} pixels is over the {MAX_PIXELS // 10**6} megapixel "
+                             "bound (a decompression bomb, or a photo to shrink first)")
         im.load()
         return convert_image(ImageOps.exif_transpose(im), channels, size)
 
