@@ -137,7 +137,7 @@ def test_steps_equal_one_process_in_float64(tmp_path):
     clipping after the average) is the one-process step on the whole batch: in float64, 1e-12."""
     (tmp_path / "steps.py").write_text(STEPS_SCRIPT)
     out = _run(TORCHRUN + [str(tmp_path / "steps.py")], tmp_path).stdout
-    diffs = [float(d) for d in re.findall(r"DIFF [01] (?:True|False) (\S+)\n", out)]
+    diffs = [float(d) for d in re.findall(r"DIFF [01] (?:True|False) ([0-9.e+-]+)", out)]
     assert len(diffs) == 4 and max(diffs) < 1e-12, out
 
 
