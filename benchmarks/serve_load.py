@@ -105,7 +105,12 @@ async def load(url: str, name: str, bodies: list[bytes], clients: int, requests:
             errors += response.status_code != 200
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+    # TCP_NODELAY, as curl, urllib3/requests and browsers set it: httpx writes a request's headers
+    # and body separately, and without it Nagle's algorithm holds the body until the server's
+    # delayed ACK of the headers (~40 ms on Linux): a client's floor, not the server's.
+    transport = httpx.AsyncHTTPTransport(limits=limits,
+                                         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    async with httpx.AsyncClient(base_url=url, timeout=60, transport=transport) as c:
         for body in bodies[:min(8, len(bodies))]:               # warm-up: connections, first batches
             await c.post(f"/v1/models/{name}/predict", content=body, headers={"Content-Type": "application/json"})
         start = time.perf_counter()
