@@ -611,3 +611,16 @@ def test_forecast_predict_equals_cli_and_explain(forecast_run, capsys):
     assert gates["units"] == [0, 1] and len(gates["window"]) == 12 and len(gates["forecast"]) == 3
     for name in ("forget", "input", "candidate", "output", "cell", "hidden"):   # what the page draws
         assert np.asarray(gates[name]).shape == (12, 2), name
+
+
+def test_the_listening_socket_sends_without_nagle_delays():
+    """Without TCP_NODELAY every response on a kept-alive connection waited ~40 ms for the client's
+    delayed ACK (52 ms per request at one client, 9 ms with it: BENCHMARKS.md)."""
+    import socket
+    from deepskeptic.serve.server import _bind
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert sock.proto == socket.IPPROTO_TCP       # asyncio sets it again on accepted TCP sockets
+    finally:
+        sock.close()
