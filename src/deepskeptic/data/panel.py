@@ -73,9 +73,13 @@ def _us_macro() -> tuple[list[tuple[str, np.ndarray, object]], str, list[str]]:
         "infl and realint left out: they cross zero (sMAPE and OWA need positive series)"]
 
 
+FERTILITY_MIN_YEARS = 30   # a shorter country (Liechtenstein: 12 years) cannot hold the default backtest
+
+
 def _fertility() -> tuple[list[tuple[str, np.ndarray, object]], str, list[str]]:
     """World Bank fertility rates, one series per country: each from its first to its last
-    reported year; countries with a gap inside, or whose last year is not the latest, left out."""
+    reported year; countries with a gap inside, fewer than FERTILITY_MIN_YEARS years, or whose
+    last year is not the latest, left out (the built-in panel must train with default settings)."""
     import pandas as pd
     d = _statsmodels("fertility")
     years = [c for c in d.columns if str(c).isdigit()]
@@ -85,11 +89,13 @@ def _fertility() -> tuple[list[tuple[str, np.ndarray, object]], str, list[str]]:
     out, dropped = [], []
     for name, row, ok in zip(d["Country Name"], table, reported):
         present = np.flatnonzero(ok)
-        if len(present) == 0 or present[-1] != last_year or len(present) != present[-1] - present[0] + 1:
+        if (len(present) < FERTILITY_MIN_YEARS or present[-1] != last_year
+                or len(present) != present[-1] - present[0] + 1):
             dropped.append(str(name))
             continue
         out.append((str(name), row[present[0]:last_year + 1], pd.Timestamp(year=int(years[present[0]]), month=1, day=1)))
-    notes = [f"{len(dropped)} of {len(d)} countries left out (a gap, or no value for {years[last_year]}): "
+    notes = [f"{len(dropped)} of {len(d)} countries left out (a gap, fewer than {FERTILITY_MIN_YEARS} years, "
+             f"or no value for {years[last_year]}): "
              + ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")] if dropped else []
     return out, "YS-JAN", notes
 
