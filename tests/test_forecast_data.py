@@ -162,3 +162,16 @@ def test_season_and_horizon_follow_the_frequency(tmp_path):
                                           ("co2", 52, 13, "weekly"), ("nile", 1, 10, "yearly")):
         s = load_series(name)
         assert (s.season, s.horizon) == (season, horizon) and reason in s.season_reason, name
+
+
+def test_too_short_names_the_length_that_would_do():
+    """The count in "needs at least N" is the fewest points the same settings accept (the lookback
+    and validation origins grow with the series): one more than that message's N is never needed."""
+    import pytest
+    from deepskeptic.errors import UserError
+    from deepskeptic.tasks.forecast.data import plan
+    with pytest.raises(UserError, match=r"has 30 points.*needs at least 34\)"):
+        plan(30, 6, 1, 12, None, None, "x")
+    plan(34, 6, 1, 12, None, None, "x")
+    with pytest.raises(UserError):
+        plan(33, 6, 1, 12, None, None, "x")

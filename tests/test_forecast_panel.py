@@ -122,7 +122,7 @@ def test_built_in_panels_load_offline():
     assert len(fertility) > 150 and fertility.freq == "YS-JAN" and fertility.horizon == 6
     assert fertility.notes and "left out" in fertility.notes[0]
     # every country long enough for the default backtest (12 origins, horizon 6): it trains as is
-    assert min(len(s) for s in fertility.series) >= 30 and "Liechtenstein" not in fertility.names
+    assert min(len(s) for s in fertility.series) >= 40 and "Liechtenstein" not in fertility.names
     with pytest.raises(UserError, match="only apply to CSV"):
         load_panel("us-macro", target="all")
 

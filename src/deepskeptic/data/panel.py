@@ -73,7 +73,7 @@ def _us_macro() -> tuple[list[tuple[str, np.ndarray, object]], str, list[str]]:
         "infl and realint left out: they cross zero (sMAPE and OWA need positive series)"]
 
 
-FERTILITY_MIN_YEARS = 30   # a shorter country (Liechtenstein: 12 years) cannot hold the default backtest
+FERTILITY_MIN_YEARS = 40   # shorter countries (Liechtenstein: 12 years, St. Martin: 30) cannot hold the default backtest
 
 
 def _fertility() -> tuple[list[tuple[str, np.ndarray, object]], str, list[str]]:

@@ -184,8 +184,9 @@ def season_choice(series: Series, given: int | None) -> tuple[tuple[int, ...], s
 
 
 def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
-         val_origins: int | None, name: str) -> Split:
+         val_origins: int | None, name: str, _counting: bool = False) -> Split:
     """Cut a series of n points; UserError when it is too short for the asked geometry."""
+    given_lookback, given_val_origins = lookback, val_origins
     if season >= n:
         raise UserError(f"--season {season} is not shorter than the series {name} ({n} points); give a smaller --season")
     if val_origins is None:  # a tenth of what precedes the test origins: early stopping on a year of a
@@ -201,11 +202,26 @@ def plan(n: int, horizon: int, season: int, origins: int, lookback: int | None,
     split = Split(n, horizon, lookback, origins, val_origins)
     count = len(split.train_window_origins())
     if count < MIN_TRAIN_WINDOWS or first_test < 3:
-        need = lookback + 2 * horizon + val_origins + origins + MIN_TRAIN_WINDOWS - 2
+        if _counting:
+            raise UserError("too short")
+        need = _fewest_points(horizon, season, origins, given_lookback, given_val_origins, n)
         raise UserError(f"series {name} has {n} points, too short for --horizon {horizon}, --lookback {lookback}, "
                         f"{origins} backtest origin(s) and {val_origins} validation origin(s) (needs at least {need}); "
                         f"lower --horizon, --lookback or --origins")
     return split
+
+
+def _fewest_points(horizon: int, season: int, origins: int, lookback: int | None, val_origins: int | None,
+                   n: int) -> int | str:
+    """The fewest points ``plan`` accepts with these settings (the lookback and validation origins
+    it derives grow with the series, so the count is searched, not computed)."""
+    for m in range(n + 1, n + 10_000):
+        try:
+            plan(m, horizon, season, origins, lookback, val_origins, "", _counting=True)
+            return m
+        except UserError:
+            continue
+    return f"over {n + 10_000}"
 
 
 # The anchor's exponential smoothing alphas tried on the training windows, simplest (no smoothing) first
