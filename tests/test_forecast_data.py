@@ -175,3 +175,13 @@ def test_too_short_names_the_length_that_would_do():
     plan(34, 6, 1, 12, None, None, "x")
     with pytest.raises(UserError):
         plan(33, 6, 1, 12, None, None, "x")
+
+
+def test_a_fifo_or_folder_as_series_data_is_one_line(tmp_path, capsys):
+    import os
+    from cli_helpers import user_error
+    os.mkfifo(tmp_path / "series.csv")          # reading it would wait for a writer forever
+    user_error(capsys, "train", "forecast", "--data", tmp_path / "series.csv", "--model", "naive",
+               match=r"data file .*series.csv is a FIFO \(named pipe\); give a regular file")
+    user_error(capsys, "train", "forecast", "--data", tmp_path, "--model", "naive",
+               match=r"is a folder; give a regular file")

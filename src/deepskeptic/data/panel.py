@@ -28,6 +28,7 @@ from deepskeptic.data.series_base import Series, default_horizon, seasons_of
 from deepskeptic.data.series_csv import (MISSING, _is_numeric_column, _read_rows, _time_column, _unknown_column,
                                          _lines, series_from_cells)
 from deepskeptic.errors import UserError
+from deepskeptic.fileio import check_regular_file
 
 ID_NAMES = ("unique_id",)   # Nixtla's long format: unique_id, ds, y
 NIXTLA_TARGET = "y"
@@ -165,6 +166,8 @@ def load_panel(data: str, *, id_col: str | None = None, target: str | None = Non
                             f"series and time axis: drop {given[0]}")
         return load_builtin_panel(data)
     path = Path(data)
+    if path.exists() and not path.is_file():
+        check_regular_file(path, "data file")          # a FIFO, a device, a folder: one line saying which
     if not path.is_file():
         raise UserError(f"file {data} does not exist; give a CSV file or a built-in panel ({', '.join(PANELS)})")
     header, rows = _read_rows(path)

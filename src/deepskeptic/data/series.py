@@ -18,6 +18,7 @@ import numpy as np
 from deepskeptic.data.series_base import INTEGER_TIME_REASON, Series, default_horizon, fill_missing, seasons_of
 from deepskeptic.data.series_csv import read_series_csv
 from deepskeptic.errors import UserError, unknown_name
+from deepskeptic.fileio import check_regular_file
 
 # ------------------------------------------------------------------ built-in sets
 
@@ -129,6 +130,8 @@ def load_series(data: str, *, target: str | None = None, time_col: str | None = 
                             f"fixed target and time axis: drop {given[0]}")
         return load_builtin(data, fill)
     path = Path(data)
+    if path.exists() and not path.is_file():
+        check_regular_file(path, "data file")          # a FIFO, a device, a folder: one line saying which
     if path.is_file():
         return read_series_csv(path, target=target, time_col=time_col, freq=freq, fill=fill, covariates=covariates)
     if path.suffix.lower() in (".csv", ".txt", ".tsv") or "/" in data:
