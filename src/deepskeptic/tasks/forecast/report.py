@@ -78,22 +78,8 @@ def write_run_report(run: Run, metrics: dict[str, Any] | None = None) -> None:
         else:
             report.heading("Chosen form (on the data before the first origin)")
             report.table(["setting", "value"], [[k, v] for k, v in form.items()])
-    history = run.history()
-    if history and "train_loss" in history[0]:
-        report.heading("Learning curves")
-        curves = {"train": [{"epoch": h["epoch"], "loss": h["train_loss"]} for h in history],
-                  "validation": [{"epoch": h["epoch"], "loss": h["val_loss"], "mase": h["val_mase"]}
-                                 for h in history if "val_loss" in h]}
-        report.figure(learning_curves(curves, ["loss", "mase"]), "L1 loss in scaled units; validation MASE")
-    if s["model"] == "lstm":
-        try:
-            window, forecast, gates, units, labels, layer = lstm_gates(run, load_model(run, torch.device("cpu")), None)
-        except Exception:  # pragma: no cover - the report must not fail on a figure
-            window = None
-        if window is not None:
-            report.heading("Inside the LSTM: gates and cell state over the last window")
-            report.figure(gates_figure(window, forecast, gates, units, labels, layer),
-                          "the explicit LSTM cell loaded with the trained weights ('deepskeptic explain RUN')")
+    _network_sections(report, run, s["model"], "validation MASE", "the last window",
+                      "('deepskeptic explain RUN')")
     report.heading("Settings")
     report.table(["setting", "value"], [[k, v] for k, v in s.items()])
     run.write_report(report.render())
@@ -150,24 +136,8 @@ def write_panel_report(run: Run, metrics: dict[str, Any]) -> None:
     if metrics.get("form", {}).get("chosen"):
         report.heading("Chosen forms (the automatic selection at each series' origins)")
         report.table(["form", "fits"], [[k, v] for k, v in metrics["form"]["chosen"].items()])
-    history = run.history()
-    if history and "train_loss" in history[0]:
-        report.heading("Learning curves")
-        curves = {"train": [{"epoch": h["epoch"], "loss": h["train_loss"]} for h in history],
-                  "validation": [{"epoch": h["epoch"], "loss": h["val_loss"], "mase": h["val_mase"]}
-                                 for h in history if "val_loss" in h]}
-        report.figure(learning_curves(curves, ["loss", "mase"]), "L1 loss in scaled units; validation MASE (mean over "
-                                                                 "the series)")
-    if s["model"] == "lstm":
-        try:
-            window, forecast, gates, units, labels, layer = lstm_gates(run, load_model(run, torch.device("cpu")), None)
-        except Exception:  # pragma: no cover - the report must not fail on a figure
-            window = None
-        if window is not None:
-            report.heading(f"Inside the LSTM: gates and cell state over the last window of {bt['names'][0]}")
-            report.figure(gates_figure(window, forecast, gates, units, labels, layer),
-                          "the explicit LSTM cell loaded with the trained weights ('deepskeptic explain RUN SERIES_ID' "
-                          "for another series)")
+    _network_sections(report, run, s["model"], "validation MASE (mean over the series)",
+                      f"the last window of {bt['names'][0]}", "('deepskeptic explain RUN SERIES_ID' for another series)")
     report.heading("Settings")
     report.table(["setting", "value"], [[k, v] for k, v in s.items()])
     run.write_report(report.render())
@@ -178,6 +148,29 @@ def write_panel_report(run: Run, metrics: dict[str, Any]) -> None:
 # The M4 yardsticks summary.json carries besides the primary metric (MASE): each as
 # <metric>_mean, _std (over seeds) and _values (one per run; null where undefined: OWA when Naive2 is
 # perfect at the same origins, or a run from before OWA existed)
+
+def _network_sections(report: Report, run: Run, model: str, mase: str, window_name: str, explain: str) -> None:
+    """A network run's learning curves and, for the lstm, its gates over a window (single series and
+    panels alike; ``mase``, ``window_name`` and ``explain`` are their wording)."""
+    history = run.history()
+    if history and "train_loss" in history[0]:
+        report.heading("Learning curves")
+        curves = {"train": [{"epoch": h["epoch"], "loss": h["train_loss"]} for h in history],
+                  "validation": [{"epoch": h["epoch"], "loss": h["val_loss"], "mase": h["val_mase"]}
+                                 for h in history if "val_loss" in h]}
+        report.figure(learning_curves(curves, ["loss", "mase"]), f"L1 loss in scaled units; {mase}")
+    if model != "lstm":
+        return
+    try:
+        window, forecast, gates, units, labels, layer = lstm_gates(run, load_model(run, torch.device("cpu")), None)
+    except Exception:  # noqa: BLE001  # pragma: no cover - the report must not fail on a figure
+        return
+    if window is None:
+        return
+    report.heading(f"Inside the LSTM: gates and cell state over {window_name}")
+    report.figure(gates_figure(window, forecast, gates, units, labels, layer),
+                  f"the explicit LSTM cell loaded with the trained weights {explain}")
+
 SUMMARY_METRICS = ("test_smape", "test_owa")
 
 
