@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,3 +57,16 @@ def _default_ctrl_c():
     earlier test (Ray, uvicorn) may have left its own SIGINT handler behind."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+
+
+def mapped_file(tensor) -> Path:
+    """The file whose memory map holds ``tensor``'s data (from /proc/self/maps)."""
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs Linux's /proc")
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split(maxsplit=5)
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high:
+            return Path(rest[-1]) if len(rest) == 5 else Path("")
+    return Path("")

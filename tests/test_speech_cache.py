@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import without_time
+from conftest import mapped_file, without_time
 from deepskeptic.data import audio_sets, cache, feature_cache
 from deepskeptic.data.audio import FeatureSettings, features_of_files
 from deepskeptic.data.audio_sets import load_speech_data
@@ -55,19 +55,6 @@ def computations(monkeypatch) -> list[int]:
         return original(paths, *args)
     monkeypatch.setattr(feature_cache, "_build", counting)
     return calls
-
-
-def mapped_file(tensor: torch.Tensor) -> Path:
-    """The file whose memory map holds ``tensor``'s data (from /proc/self/maps)."""
-    if not os.path.exists("/proc/self/maps"):
-        pytest.skip("needs Linux's /proc")
-    address = tensor.data_ptr()
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        span, *rest = line.split(maxsplit=5)
-        low, high = (int(x, 16) for x in span.split("-"))
-        if low <= address < high:
-            return Path(rest[-1]) if len(rest) == 5 else Path("")
-    return Path("")
 
 
 def file_by_file(paths, settings, source, *, progress=True, desc=""):

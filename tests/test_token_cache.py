@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import without_time
+from conftest import mapped_file, without_time
 from deepskeptic.data import text_tokens
 from deepskeptic.data.text import Vocab, load_corpus
 from deepskeptic.errors import UserError
@@ -64,19 +64,6 @@ def in_memory(path, **settings):
 
 def cached(path, **settings):
     return textgen_data.prepare({**SETTINGS, **settings, "data": str(path)})
-
-
-def mapped_file(tensor: torch.Tensor) -> Path:
-    """The file whose memory map holds ``tensor``'s data (from /proc/self/maps)."""
-    if not os.path.exists("/proc/self/maps"):
-        pytest.skip("needs Linux's /proc")
-    address = tensor.data_ptr()
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        span, *rest = line.split(maxsplit=5)
-        low, high = (int(x, 16) for x in span.split("-"))
-        if low <= address < high:
-            return Path(rest[-1]) if len(rest) == 5 else Path("")
-    return Path("")
 
 
 def builds(monkeypatch) -> list[str]:
