@@ -4,6 +4,7 @@ a run left unfinished is resumed by the next compare; a missing Ray is one clear
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -97,3 +98,18 @@ def test_ray_equals_sequential(sequential, tmp_path, capsys):
         ray.shutdown()
     assert "as Ray tasks (1 CPU(s) each)" in capsys.readouterr().out
     assert_same_comparison(sequential, tmp_path / "ray")
+
+
+def test_a_failing_run_is_reported_after_the_others_finish(sequential, tmp_path, capsys):
+    """One run that cannot go on (its checkpoint was damaged) fails in whichever lane takes it, this
+    process or a spawned one: the other runs are trained and kept, and the error is raised at the end."""
+    out = tmp_path / "broken"
+    (out / "mlp-seed1" / "checkpoint").mkdir(parents=True)
+    shutil.copy(sequential / "mlp-seed1" / "config.json", out / "mlp-seed1" / "config.json")
+    (out / "mlp-seed1" / "checkpoint" / "state.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError):
+        comparison(out, jobs=2)
+    assert "error in mlp, seed 1:" in capsys.readouterr().err
+    for run in ("logreg-seed0", "logreg-seed1", "mlp-seed0"):
+        assert (out / run / "metrics.json").is_file()
+    assert not (out / "mlp-seed1" / "metrics.json").exists()

@@ -69,14 +69,17 @@ def _compare_locked(task: Task, resolved: dict, models: list[str], seeds: int, o
     for (model, seed), model_settings in resolved.items():  # runs kept from before must match
         _check_reusable(task, out / f"{model}-seed{seed}", model_settings)
     prepare_settings = copy.deepcopy(resolved[(models[0], 0)])  # every run sees the same data
-    prepared = task.prepare(resolved[(models[0], 0)])  # here too when the runs go elsewhere: errors first
     specs = [parallel.RunSpec(model, seed, settings, str(out / f"{model}-seed{seed}"))
              for (model, seed), settings in resolved.items()
              if not (out / f"{model}-seed{seed}" / "metrics.json").is_file()]
+    # here too when the runs go elsewhere (errors first); on the lanes' threads when this process is
+    # one (a data set's preparation may round differently on another thread count)
+    with parallel.lane_threads(specs, jobs if ray is None else 1, threads_per_job):
+        prepared = task.prepare(resolved[(models[0], 0)])
     if ray is not None:
         parallel.run_ray(task, specs, prepare_settings, ray, threads_per_job)
     elif jobs > 1:
-        parallel.run_local(task, specs, prepare_settings, jobs, threads_per_job)
+        parallel.run_local(task, specs, prepare_settings, jobs, threads_per_job, prepared)
     else:
         parallel.run_sequential(task, specs, prepared)
     summary = summarise(task, out, models, seeds)

@@ -9,16 +9,20 @@ processes and on Ray when each run gets the same thread count.
 
 Local processes are started with 'spawn' (a fresh interpreter: no inherited CUDA context or OpenMP
 pool); each prepares the data once (for an image folder: opens the memory-mapped cache the parent
-built) and keeps it for the runs it is given next.
+built) and keeps it for the runs it is given next. On CPU the comparing process trains runs too,
+as one of the N lanes, so ``--jobs N`` starts N - 1 processes.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -62,12 +66,12 @@ def train_or_resume(task, settings: dict[str, Any], run_dir: Path, prepared: Any
 def set_threads(threads: int) -> None:
     """Limit this process to ``threads`` CPU threads: torch's pool, BLAS/OpenMP pools (threadpoolctl)
     and, through the environment, any process it starts."""
-    import torch
-    from threadpoolctl import threadpool_limits
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for name in _THREAD_VARIABLES:
         os.environ[name] = str(threads)
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
+    set_threads_of_pools(threads)
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 _PREPARED: dict[str, Any] = {}  # in a worker process: the data of the comparison it works for
@@ -129,28 +133,165 @@ def _visible_gpus() -> list[str]:
 
 
 def run_local(task, specs: list[RunSpec], prepare_settings: dict[str, Any], jobs: int,
-              threads_per_job: int | None = None) -> None:
-    """Train ``specs`` in ``jobs`` spawned processes: each takes usable cores // jobs CPU threads (or
-    ``threads_per_job``) and, on CUDA, a GPU of its own (round robin when jobs outnumber GPUs)."""
+              threads_per_job: int | None = None, prepared: Any = None) -> None:
+    """Train ``specs`` in ``jobs`` lanes: each takes usable cores // jobs CPU threads (or
+    ``threads_per_job``) and, on CUDA, a GPU of its own (round robin when jobs outnumber GPUs).
+
+    On CPU this process is one of the lanes (with ``prepared``, the data it already holds) and
+    ``jobs`` - 1 spawned processes are the others: a spawned interpreter costs seconds of imports
+    and data preparation on the same cores the runs need, and this one has paid them already. The
+    lanes take the next run when they finish one, so a long run does not hold the others back."""
     if not specs:
         return
     jobs = min(jobs, len(specs))
-    threads = threads_per_job or max(1, usable_cores() // jobs)
+    threads = _threads_per_lane(jobs, threads_per_job)
     context = multiprocessing.get_context("spawn")
-    gpus = None
-    if _uses_cuda(specs):
-        names = _visible_gpus()
-        gpus = context.Queue()
-        for i in range(jobs):
-            gpus.put(names[i % len(names)])
-        where = f"{len(names)} GPU(s)"
-    else:
-        where = f"{threads} CPU thread(s) each"
-    print(f"training {len(specs)} run(s) in {jobs} process{'es' if jobs > 1 else ''} ({where})", flush=True)
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                                  initargs=(threads, gpus))
-    futures = {pool.submit(_job, task.name, prepare_settings, spec): spec for spec in specs}
-    _collect(task, futures, pool.shutdown, lambda f: f.result())
+    if _uses_cuda(specs) or prepared is None:
+        gpus = None
+        if _uses_cuda(specs):
+            names = _visible_gpus()
+            gpus = context.Queue()
+            for i in range(jobs):
+                gpus.put(names[i % len(names)])
+            where = f"{len(names)} GPU(s)"
+        else:
+            where = f"{threads} CPU thread(s) each"
+        print(f"training {len(specs)} run(s) in {jobs} process{'es' if jobs > 1 else ''} ({where})", flush=True)
+        pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                                      initargs=(threads, gpus))
+        futures = {pool.submit(_job, task.name, prepare_settings, spec): spec for spec in specs}
+        _collect(task, futures, pool.shutdown, lambda f: f.result())
+        return
+    print(f"training {len(specs)} run(s) in {jobs} process{'es' if jobs > 1 else ''} "
+          f"({threads} CPU thread(s) each)", flush=True)
+    lanes = _Lanes(task, specs)
+    pool = feeder = None
+    if jobs > 1:
+        pool = cf.ProcessPoolExecutor(max_workers=jobs - 1, mp_context=context, initializer=_init_worker,
+                                      initargs=(threads, None))
+        feeder = threading.Thread(target=_feed, args=(pool, jobs - 1, lanes, task.name, prepare_settings),
+                                  name="deepskeptic-jobs", daemon=True)
+        feeder.start()
+    try:
+        with _threads(threads):
+            while (spec := lanes.take()) is not None:
+                try:
+                    run = train_or_resume(task, spec.settings, Path(spec.run_dir), prepared, progress=False)
+                except Exception as exc:  # noqa: BLE001 - reported after the started runs end
+                    lanes.failed(spec, exc)
+                    continue
+                lanes.finished(spec, run.metrics)
+        if feeder is not None:
+            feeder.join()
+    except KeyboardInterrupt:
+        lanes.stop()
+        print("interrupted: unfinished runs keep their checkpoints; the same compare command resumes "
+              "them", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if lanes.error is not None:
+        raise lanes.error
+
+
+def _threads_per_lane(jobs: int, threads_per_job: int | None) -> int:
+    return threads_per_job or max(1, usable_cores() // jobs)
+
+
+def lane_threads(specs: list[RunSpec], jobs: int, threads_per_job: int | None = None):
+    """Where the comparing process will be a lane of ``run_local`` (several jobs, CPU): a context
+    on that lane's thread count; otherwise one that changes nothing."""
+    jobs = min(jobs, len(specs))
+    if jobs <= 1 or _uses_cuda(specs):
+        return contextlib.nullcontext()
+    return _threads(_threads_per_lane(jobs, threads_per_job))
+
+
+@contextlib.contextmanager
+def _threads(threads: int):
+    """This process on ``threads`` CPU threads while it is a lane (its runs read OMP_NUM_THREADS,
+    as the spawned lanes' do), then as it was."""
+    import torch
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    previous = torch.get_num_threads()
+    set_threads(threads)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        set_threads_of_pools(previous)
+
+
+def set_threads_of_pools(threads: int) -> None:
+    """torch's and the BLAS pools' thread count, leaving the environment alone."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
+class _Lanes:
+    """The runs not yet given out, shared by this process and the thread that feeds the spawned
+    ones; counts and prints finished runs; after the first failure gives out no more."""
+
+    def __init__(self, task, specs: list[RunSpec]):
+        self.task, self.total = task, len(specs)
+        self.pending = collections.deque(specs)
+        self.lock = threading.Lock()
+        self.done, self.error, self.stopped = 0, None, False
+
+    def take(self) -> RunSpec | None:
+        with self.lock:
+            return None if self.stopped or not self.pending else self.pending.popleft()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+
+    def finished(self, spec: RunSpec, metrics: dict[str, Any]) -> None:
+        with self.lock:
+            self.done += 1
+            print(_finished_line(self.task, self.done, self.total, spec, metrics), flush=True)
+
+    def failed(self, spec: RunSpec, error: BaseException) -> None:
+        with self.lock:
+            self.stopped = True
+            if self.error is None:
+                self.error = error
+                print(f"error in {spec.model}, seed {spec.seed}: {error}; waiting for the runs already "
+                      "started", file=sys.stderr, flush=True)
+
+
+def _feed(pool: cf.ProcessPoolExecutor, workers: int, lanes: _Lanes, task_name: str,
+          prepare_settings: dict[str, Any]) -> None:
+    """Keep each spawned process busy with one run at a time until no run is left."""
+    running: dict[cf.Future, RunSpec] = {}
+    while True:
+        while len(running) < workers and (spec := lanes.take()) is not None:
+            running[pool.submit(_job, task_name, prepare_settings, spec)] = spec
+        if not running:
+            return
+        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            spec = running.pop(future)
+            try:
+                metrics = future.result()
+            except cf.CancelledError:
+                continue
+            except cf.process.BrokenProcessPool:
+                lanes.failed(spec, UserError(
+                    "a job process died (killed, or out of memory?); finished runs are kept and the "
+                    "same compare command resumes the others"))
+                continue
+            except BaseException as exc:  # noqa: BLE001 - reported after the started runs end
+                lanes.failed(spec, exc)
+                continue
+            lanes.finished(spec, metrics)
 
 
 def _collect(task, futures: dict, shutdown: Callable[..., None], result: Callable[[Any], dict]) -> None:
