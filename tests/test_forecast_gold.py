@@ -1,15 +1,20 @@
 """The gold-standard baselines and M4's yardsticks: the seasonality test, Naive2, sMAPE and OWA by
 hand; auto-ets, auto-arima, auto-theta, comb and mstl against hand-computed values and against
-statsforecast itself; no look-ahead; the same forecasts in parallel; seasons over 24 said."""
+statsforecast itself
+(fitted directly on a real built-in series at the backtest's origins); ETS forecasts by the state
+equations; no look-ahead; the same forecasts in parallel; seasons over 24 said."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
 
+from deepskeptic.data.series import load_series
 from deepskeptic.models.forecast import STATISTICAL, ARIMAConfig, AutoETSConfig
 from deepskeptic.tasks.forecast.baselines import backtest, choose, forecast
 from deepskeptic.tasks.forecast.eval import accuracy
-from deepskeptic.tasks.forecast.gold import GOLD_METHODS, fit_forecast
+from deepskeptic.tasks.forecast.gold import GOLD_METHODS, ets_forecast, fit_forecast
 from deepskeptic.tasks.forecast.gold import statsforecast_models   # (with numba's disk cache on)
 from deepskeptic.tasks.forecast.m4 import naive2, owa, seasonal_adjustment, seasonality_test
 
@@ -92,7 +97,8 @@ def test_comb_is_the_mean_of_ses_holt_and_damped_on_the_adjusted_series():
     adjustment = seasonal_adjustment(y, 4, 5)
     assert adjustment.kind == "multiplicative"
     three = [AutoETS(model="ANN"), AutoETS(model="AAN", damped=False), AutoETS(model="AAN", damped=True)]
-    by_library = adjustment.restore(np.mean([f.fit(adjustment.adjusted).predict(5)["mean"] for f in three], axis=0))
+    by_library = adjustment.restore(np.mean([by_state_equations(f.fit(adjustment.adjusted).model_, 5) for f in three],
+                                            axis=0))   # the library's fits, forecast by the state equations
     np.testing.assert_allclose(forecast("comb", {}, y, 5, 4), by_library)
     # a pure season on a constant level: each smoother forecasts the level, comb the season on it
     np.testing.assert_allclose(forecast("comb", {}, 100 * FACTORS[np.arange(24) % 4], 6, 4),
@@ -107,6 +113,114 @@ def test_auto_methods_are_statsforecasts_own():
                                AutoTheta(season_length=4).fit(y).predict(4)["mean"])
     arima = AutoARIMA(season_length=4, allowdrift=True, allowmean=True, approximation=None).fit(y)
     np.testing.assert_allclose(fit_forecast("auto-arima", config("auto-arima"), y, 4, 4)[0], arima.predict(4)["mean"])
+
+
+def by_state_equations(fitted: dict, horizon: int) -> np.ndarray:
+    """(H,) forecast of a fitted statsforecast ETS model by running its state equations forward
+    with zero errors, one step at a time (Hyndman et al., Forecasting with Exponential Smoothing,
+    table 2.1): level l, trend b damped by phi, season s (the most recent phase first)."""
+    _, trend, season, damped = fitted["components"][:4]
+    phi = fitted["par"][3] if damped == "D" else 1.0
+    state = list(fitted["states"][-1])
+    level, slope = state[0], state[1] if trend != "N" else 0.0
+    seasonal = state[1 + (trend != "N"):][:fitted["m"]] if season != "N" else []
+    out = []
+    for _ in range(horizon):
+        base = level if trend == "N" else level + phi * slope if trend == "A" else level * slope ** phi
+        oldest = seasonal[-1] if seasonal else None
+        out.append(base if not seasonal else base + oldest if season == "A" else base * oldest)
+        level, slope = base, 0.0 if trend == "N" else phi * slope if trend == "A" else slope ** phi
+        seasonal = [oldest, *seasonal[:-1]] if seasonal else []
+    return np.array(out)
+
+
+def statsforecast_direct(method: str, history: np.ndarray, horizon: int, season: int) -> tuple[np.ndarray, str]:
+    """statsforecast's model fitted straight on ``history`` with R's defaults, outside our code."""
+    models = statsforecast_models()
+    if method == "auto-ets":
+        model = models.AutoETS(season_length=season, model="ZZZ").fit(history)
+        return by_state_equations(model.model_, horizon), model.model_["method"]
+    if method == "auto-arima":
+        from statsforecast.arima import arima_string
+        with warnings.catch_warnings():                           # its optimiser's convergence notes
+            warnings.simplefilter("ignore")
+            model = models.AutoARIMA(season_length=season, allowdrift=True, allowmean=True,
+                                     approximation=None).fit(history)
+        return model.predict(horizon)["mean"], arima_string(model.model_).strip()
+    model = models.AutoTheta(season_length=season, decomposition_type="multiplicative").fit(history)
+    decomposed = f", {model.model_['decomposition_type']} decomposition" if model.model_.get("decompose") else ""
+    return model.predict(horizon)["mean"], model.model_["modeltype"] + decomposed
+
+
+@pytest.mark.parametrize("method", ["auto-ets", "auto-arima", "auto-theta"])
+def test_backtest_on_a_real_series_equals_statsforecast_fitted_directly(method):
+    """us-unemp (quarterly, 203 points, a built-in): at two origins our backtest's forecast is the
+    forecast of statsforecast's model fitted directly on the same history, and the chosen form is
+    its. ETS there chooses a damped trend (M,Ad,N): its forecast is the state equations' (statsforecast
+    1.7's own damped forecast is off by b (phi - phi^h), see gold.ets_forecast)."""
+    series = load_series("us-unemp")
+    y, horizon, season = series.values, series.horizon, series.season
+    origins = np.array([185, len(y) - horizon])
+    ours, form = backtest(method, config(method), y, origins, horizon, season)
+    chosen = []
+    for k, origin in enumerate(origins):
+        expected, words = statsforecast_direct(method, y[:origin], horizon, season)
+        np.testing.assert_allclose(ours[k], expected, rtol=1e-9, atol=1e-9)
+        chosen.append(words)
+    assert list(form["chosen"]) == list(dict.fromkeys(chosen)) and form["season"] == 4
+    if method == "auto-ets":
+        assert all("Ad" in words for words in chosen)             # the damped path is the one checked
+
+
+def test_ets_forecast_is_the_state_equations_and_the_librarys_where_undamped():
+    """Every trend and season form on a real monthly series (elec-equip): gold.ets_forecast equals
+    the state equations run forward; undamped, it equals statsforecast's own forecast exactly."""
+    AutoETS = statsforecast_models().AutoETS
+    y = load_series("elec-equip").values[:200]
+    for form, damped in (("ANN", False), ("AAN", False), ("AAN", True), ("ANA", False), ("AAA", False),
+                         ("AAA", True), ("MAM", False), ("MAM", True), ("MNM", False)):
+        fitted = AutoETS(season_length=12, model=form, damped=damped).fit(y)
+        assert fitted.model_["components"][3] == ("D" if damped else "N")
+        ours = ets_forecast(fitted.model_, 18)
+        np.testing.assert_allclose(ours, by_state_equations(fitted.model_, 18), rtol=1e-12)
+        if not damped:
+            np.testing.assert_allclose(ours, fitted.predict(18)["mean"], rtol=1e-12)
+
+
+def classical_multiplicative(history: np.ndarray, season: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """R's decompose(type="multiplicative") by hand (an even season): the centred 2 x m moving
+    average as the trend, the mean ratio to it per phase normalised to mean 1; the adjusted
+    history and the last season's indices over the horizon."""
+    n, half = len(history), season // 2
+    weights = np.r_[0.5, np.ones(season - 1), 0.5] / season
+    trend = np.full(n, np.nan)
+    trend[half:n - half] = [weights @ history[t - half:t + half + 1] for t in range(half, n - half)]
+    ratio = history / trend
+    index = np.array([np.nanmean(ratio[phase::season]) for phase in range(season)])
+    index /= index.mean()
+    seasonal = index[np.arange(n) % season]
+    return history / seasonal, seasonal[n - season:][np.arange(horizon) % season]
+
+
+def test_comb_on_a_real_series_is_the_mean_of_ses_holt_and_damped_on_the_m4_adjusted_series():
+    """elec-equip (monthly, seasonal by M4's test) at one origin: comb's forecast is the mean of
+    SES, Holt and damped Holt (statsforecast's ETS(A,N,N), ETS(A,A,N), ETS(A,Ad,N) fitted directly,
+    forecast by their state equations) on the history adjusted by the hand-computed classical
+    decomposition, times its seasonal indices."""
+    AutoETS = statsforecast_models().AutoETS
+    series = load_series("elec-equip")
+    y, horizon, season, origin = series.values, series.horizon, series.season, 230
+    history = y[:origin]
+    assert seasonality_test(history, season)
+    adjusted, future = classical_multiplicative(history, season, horizon)
+    np.testing.assert_allclose(seasonal_adjustment(history, season, horizon).adjusted, adjusted, rtol=1e-12)
+    forms = [AutoETS(model="ANN"), AutoETS(model="AAN", damped=False), AutoETS(model="AAN", damped=True)]
+    fitted = [f.fit(adjusted).model_ for f in forms]
+    assert [f["method"] for f in fitted] == ["ETS(A,N,N)", "ETS(A,A,N)", "ETS(A,Ad,N)"]
+    expected = np.mean([by_state_equations(f, horizon) for f in fitted], axis=0) * future
+    ours, form = backtest("comb", config("comb"), y, np.array([origin]), horizon, season)
+    np.testing.assert_allclose(ours[0], expected, rtol=1e-9)
+    assert form["chosen"] == {"SES, Holt, damped on the multiplicatively adjusted series": 1}
 
 
 def test_seasons_over_24_are_said_and_mstl_fits_several():

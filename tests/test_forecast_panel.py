@@ -207,6 +207,27 @@ def test_compare_on_a_panel_end_to_end(capsys, tmp_path):
     assert "Per series" in run_report and "validation MASE (mean over the series)" in run_report
 
 
+def test_api_comparison_table_carries_every_summary_metric(tmp_path):
+    """deepskeptic.compare on a panel: table() has MASE (mean, std) and M4's sMAPE and OWA as
+    <metric>_mean and _std, each the summary's mean and std over the seeds."""
+    import deepskeptic
+    cmp = deepskeptic.compare("forecast", data=str(write_long(tmp_path / "long.csv")),
+                              models=["naive2", "seasonal-naive", "mlp"], seeds=2, epochs=2, horizon=3, origins=3,
+                              lookback=12, out=tmp_path / "cmp", progress=False)
+    table = cmp.table().set_index("model")
+    assert list(table.index) == ["naive2", "seasonal-naive", "mlp"]
+    assert {"mean", "std", "test_smape_mean", "test_smape_std", "test_owa_mean", "test_owa_std"} <= set(table.columns)
+    assert (table["metric"] == "test_mase").all()
+    for model, s in cmp.summary["models"].items():
+        runs = [json.loads((Path(r) / "metrics.json").read_text()) for r in s["runs"]]
+        for key, column in (("test_mase", ""), ("test_smape", "test_smape_"), ("test_owa", "test_owa_")):
+            values = [m[key] for m in runs]
+            assert table.loc[model, f"{column}mean"] == pytest.approx(np.mean(values))
+            assert table.loc[model, f"{column}std"] == pytest.approx(np.std(values, ddof=1) if len(values) > 1 else 0)
+    assert table.loc["naive2", "test_owa_mean"] == pytest.approx(1)        # Naive2 against itself
+    assert table.loc["mlp", "test_owa_std"] > 0                             # two seeds of a network differ
+
+
 @pytest.mark.parametrize("extra,match", [
     (["--id-col", "shop"], "no id column 'shop'"),
     (["--target", "sales"], "no target column 'sales'"),

@@ -379,14 +379,23 @@ class Comparison:
 
     def table(self):
         """One row per model: model, role, mean, std (of the primary metric over seeds), params,
-        FLOPs per example, training seconds, epochs."""
+        FLOPs per example, training seconds, epochs; then ``<metric>_mean`` and ``<metric>_std``
+        of every other metric the task summarises (forecast: test_smape, test_owa), as summary.json
+        holds them (NaN where a metric is undefined in every run, or a summary predates it)."""
         import pandas as pd
         metric = self.summary["metric"]
+        others = self._summary_metrics()
         rows = [{"model": m, "role": s["role"], "metric": metric, "mean": s[f"{metric}_mean"],
                  "std": s[f"{metric}_std"], "params": s["params"], "flops": s["flops_per_example"],
-                 "seconds": s["train_seconds_mean"], "epochs": s["epochs_mean"]}
+                 "seconds": s["train_seconds_mean"], "epochs": s["epochs_mean"],
+                 **{f"{key}_{stat}": s.get(f"{key}_{stat}") for key in others for stat in ("mean", "std")}}
                 for m, s in self.summary["models"].items()]
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows).astype({f"{key}_{stat}": float for key in others for stat in ("mean", "std")})
+
+    def _summary_metrics(self) -> tuple[str, ...]:
+        """The metrics compare summarised beside the primary one: the task's ``summary_metrics``."""
+        task = TASKS.get(self.summary.get("task"))
+        return tuple(key for key in getattr(task, "summary_metrics", ()) if key != self.summary["metric"])
 
     def run(self, model: str, seed: int = 0) -> Run:
         return load(self.path / f"{model}-seed{seed}")

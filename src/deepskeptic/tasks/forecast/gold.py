@@ -76,12 +76,49 @@ def fit_forecast(method: str, config: Any, history: np.ndarray, horizon: int, se
         return np.full(horizon, history[-1]), f"naive (the fit failed: {type(error).__name__})"
 
 
+def ets_forecast(fitted: dict, horizon: int) -> np.ndarray:
+    """(H,) point forecast of a fitted statsforecast ETS model (its ``model_``) from its last state,
+    by R's forecast recursion with the damped trend's sum phi + phi^2 + ... + phi^h.
+
+    statsforecast up to 2.1 (and R's forecast before its pull request 1172) extends that sum by
+    phi^(i+1) instead of phi^(i+2), so that step 2 uses 2 phi b instead of (phi + phi^2) b (fixed
+    upstream in statsforecast's pull request 1219, not yet released): a damped form's forecast at
+    step h is off by b (phi - phi^h). Undamped forms agree with the library's own forecast exactly
+    (tested). Components: error, trend, season (N, A or M) and D where damped; the last state holds
+    the level, the trend where there is one, then the season, the most recent phase first."""
+    _, trend, season, damped = fitted["components"][:4]
+    phi = float(fitted["par"][3]) if damped == "D" else 1.0
+    state = np.asarray(fitted["states"][-1], float)
+    level, slope = state[0], (state[1] if trend != "N" else 0.0)
+    steps = np.arange(1, horizon + 1)
+    phistar = np.cumsum(phi ** steps)                                      # (H,) phi + ... + phi^h
+    if trend == "N":
+        out = np.full(horizon, level)
+    elif trend == "A":
+        out = level + phistar * slope
+    else:                                                                  # multiplicative trend
+        out = level * slope ** phistar if slope >= 0 else np.full(horizon, np.nan)
+    if season != "N":
+        m = int(fitted["m"])
+        seasonal = state[1 + (trend != "N"):][:m]                          # (m,) most recent phase first
+        phase = seasonal[(m - steps) % m]                                  # the phase one season before each step
+        out = out + phase if season == "A" else out * phase
+    return out
+
+
+def _ets_predict(model, horizon: int) -> np.ndarray:
+    """A fitted AutoETS's forecast: the library's own, unless damped (ets_forecast says why)."""
+    if model.model_["components"][3] == "D":
+        return ets_forecast(model.model_, horizon)
+    return model.predict(horizon)["mean"]
+
+
 def _auto_ets(config, history, horizon, season, seasons):
     dropped = config.seasonal and season > ETS_MAX_SEASON
     m = season if config.seasonal and not dropped else 1
     model = statsforecast_models().AutoETS(season_length=max(1, m), model=config.model).fit(history)
     note = f" (season {season} > {ETS_MAX_SEASON}: none fitted)" if dropped else ""
-    return model.predict(horizon)["mean"], model.model_["method"] + note
+    return _ets_predict(model, horizon), model.model_["method"] + note
 
 
 def _auto_arima(config, history, horizon, season, seasons):
@@ -110,7 +147,7 @@ def _comb(config, history, horizon, season, seasons):
     models = statsforecast_models()
     forms = [models.AutoETS(model="ANN"), models.AutoETS(model="AAN", damped=False),
              models.AutoETS(model="AAN", damped=True)]                  # R's ses, holt, holt(damped=TRUE)
-    mean = np.mean([f.fit(adjustment.adjusted).predict(horizon)["mean"] for f in forms], axis=0)
+    mean = np.mean([_ets_predict(f.fit(adjustment.adjusted), horizon) for f in forms], axis=0)
     words = "SES, Holt, damped" + (f" on the {adjustment.kind}ly adjusted series" if adjustment.kind != "none"
                                    else " (no season by the 90% test)")
     return adjustment.restore(mean), words
@@ -122,10 +159,13 @@ def _mstl(config, history, horizon, season, seasons):
     fitting = sorted({s for s in seasons if 1 < s < len(history) / 2})   # R's mstl: periods shorter than n/2
     if not fitting:
         model = trend.fit(history)
-        return model.predict(horizon)["mean"], model.model_["method"] + " (no season fits: ETS alone)"
+        return _ets_predict(model, horizon), model.model_["method"] + " (no season fits: ETS alone)"
     model = models.MSTL(season_length=fitting, trend_forecaster=trend).fit(history)
-    method = model.trend_forecaster.model_["method"]                    # the ETS fitted on the adjusted series
-    return model.predict(horizon)["mean"], f"MSTL seasons {','.join(map(str, fitting))} + {method}"
+    adjusted = model.trend_forecaster                                   # the ETS fitted on the adjusted series
+    # MSTL's forecast is that ETS's plus each season's naive forecast: the ETS part replaced by ours
+    seasons_part = model.predict(horizon)["mean"] - adjusted.predict(horizon)["mean"]
+    return (seasons_part + _ets_predict(adjusted, horizon),
+            f"MSTL seasons {','.join(map(str, fitting))} + {adjusted.model_['method']}")
 
 
 _FITS: dict[str, Callable] = {"auto-ets": _auto_ets, "auto-arima": _auto_arima, "auto-theta": _auto_theta,

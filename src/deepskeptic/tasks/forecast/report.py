@@ -311,6 +311,8 @@ def per_series_section(task, report: Report, loaded: dict[str, list[tuple[dict, 
         wins = [n for n in names if mase[net][n] < mase[best][n]]
         report.paragraph(f"{net} has a lower MASE than {best} on {len(wins)} of {len(names)} series"
                          + (f": {', '.join(wins[:12])}" + (" ..." if len(wins) > 12 else "") if wins else "") + ".")
-    report.table(["series", *[f"{m} MASE" for m in [best, *networks]], "best statistical on it"],
+    report.table(["series", *[f"{m} MASE" for m in [best, *networks]], f"networks below {best}",
+                  "best statistical on it"],
                  [[n, *[f"{mase[m][n]:.4g}" for m in [best, *networks]],
+                   ", ".join(net for net in networks if mase[net][n] < mase[best][n]) or "none",
                    min(statistical, key=lambda m: mase[m][n])] for n in names])
